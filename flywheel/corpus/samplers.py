@@ -1,0 +1,107 @@
+"""Samplers over a `TrainingCache`: transitions for TD learning, windows for sequence policies.
+
+Both precompute index arrays once, so a batch is a handful of numpy fancy-indexing calls (the
+cost of a plain array lookup); neither ever crosses an episode boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flywheel.corpus.cache import TrainingCache
+
+
+@dataclass
+class TransitionSampler:
+    """Uniform (s, a, r, s', done) batches.
+
+    `done` is `terminated` (the task ended: no bootstrap); a time-limit `truncated` step still
+    bootstraps from s'. s' of the last step is the kept final observation.
+    """
+
+    cache: TrainingCache
+    batch_size: int = 256
+    seed: int = 0
+    weights: np.ndarray | None = None
+    """Optional (N,) non-negative sampling weights per step (e.g. success filtering)."""
+    _obs_of_step: np.ndarray = field(init=False, repr=False)
+    _rng: np.random.Generator = field(init=False, repr=False)
+    _p: np.ndarray | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # obs row of action row j: obs_start[e] + (j - act_start[e]) = j + e
+        self._obs_of_step = np.arange(self.cache.num_steps) + self.cache.episode_of_step()
+        self._rng = np.random.default_rng(self.seed)
+        self._p = None
+        if self.weights is not None:
+            w = np.asarray(self.weights, dtype=np.float64)
+            if w.shape != (self.cache.num_steps,) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError("weights must be (num_steps,), non-negative, not all zero")
+            self._p = w / w.sum()
+
+    def indices(self) -> np.ndarray:
+        """(B,) action-row indices of the next batch."""
+        n = self.cache.num_steps
+        if self._p is None:
+            return self._rng.integers(0, n, size=self.batch_size)
+        return self._rng.choice(n, size=self.batch_size, p=self._p)
+
+    def sample(self, j: np.ndarray | None = None) -> dict[str, object]:
+        """A batch: obs/next_obs dicts (B, *shape), action (B, A), reward/done/truncated (B,)."""
+        j = self.indices() if j is None else j
+        o = self._obs_of_step[j]
+        c = self.cache
+        return {
+            "obs": {k: v[o] for k, v in c.obs.items()},
+            "next_obs": {k: v[o + 1] for k, v in c.obs.items()},
+            "action": c.action[j],
+            "reward": c.reward[j],
+            "done": c.terminated[j],
+            "truncated": c.truncated[j],
+        }
+
+
+@dataclass
+class WindowSampler:
+    """Windows of `n_obs` observations ending at step t and `n_action` actions starting at t.
+
+    Windows are padded by repeating the episode's first observation / last action at its edges,
+    and come with masks (True = real data), as diffusion/chunking policies expect.
+    """
+
+    cache: TrainingCache
+    n_obs: int = 2
+    n_action: int = 8
+    batch_size: int = 256
+    seed: int = 0
+    _ep: np.ndarray = field(init=False, repr=False)
+    _t: np.ndarray = field(init=False, repr=False)
+    _rng: np.random.Generator = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.n_obs < 1 or self.n_action < 1:
+            raise ValueError("n_obs and n_action must be >= 1")
+        self._ep = self.cache.episode_of_step()
+        self._t = np.arange(self.cache.num_steps) - self.cache.act_start[self._ep]
+        self._rng = np.random.default_rng(self.seed)
+
+    def sample(self, j: np.ndarray | None = None) -> dict[str, object]:
+        """obs {k: (B, n_obs, *shape)}, action (B, n_action, A), obs_mask, action_mask."""
+        c = self.cache
+        j = self._rng.integers(0, c.num_steps, size=self.batch_size) if j is None else j
+        ep, t = self._ep[j], self._t[j]  # (B,)
+        T = c.lengths[ep][:, None]  # (B, 1)
+        to = t[:, None] + np.arange(-(self.n_obs - 1), 1)  # (B, n_obs) step of each obs
+        ta = t[:, None] + np.arange(self.n_action)  # (B, n_action)
+        obs_mask, action_mask = to >= 0, ta < T
+        oi = c.obs_start[ep][:, None] + np.clip(to, 0, None)
+        ai = c.act_start[ep][:, None] + np.minimum(ta, T - 1)
+        return {
+            "obs": {k: v[oi] for k, v in c.obs.items()},
+            "images": {k: v[oi] for k, v in c.images.items()},
+            "action": c.action[ai],
+            "obs_mask": obs_mask,
+            "action_mask": action_mask,
+        }
