@@ -254,7 +254,9 @@ class EpisodeIndex:
     def summary(self) -> dict[str, Any]:
         """Counts by source and task, and totals, from aggregates (no per-episode rows)."""
         with self.connect() as con:
-            n, steps = con.execute("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM episodes").fetchone()
+            n, steps = con.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM episodes"
+            ).fetchone()
             by_source = dict(con.execute("SELECT source, COUNT(*) FROM episodes GROUP BY source"))
             by_task = {
                 t: {"episodes": c, "successes": s or 0, "frames": f}
@@ -267,7 +269,9 @@ class EpisodeIndex:
     def remove(self, episode_ids: list[str]) -> None:
         """Drop rows (repair of corrupt episodes); snapshots that held them can't be replayed."""
         with self.connect() as con:
-            con.executemany("DELETE FROM episodes WHERE episode_id = ?", [(i,) for i in episode_ids])
+            con.executemany(
+                "DELETE FROM episodes WHERE episode_id = ?", [(i,) for i in episode_ids]
+            )
 
     def rebuild(self, entries: list[IndexEntry]) -> None:
         """Write a new index from `entries` beside the old one, then swap it in with one rename.

@@ -63,7 +63,11 @@ def flocked(path: Path, *, exclusive: bool, blocking: bool = True) -> Iterator[b
 
     Yields False when non-blocking and the lock is held by someone else.
     """
-    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = (
+        os.open(path, os.O_RDONLY)
+        if path.is_dir()
+        else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    )
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:

@@ -25,7 +25,7 @@ from flywheel.corpus.store import Corpus
 from flywheel.corpus.writer import _digest, entry_from_meta
 
 STAGING_GRACE_S = 60.0
-"""An unlocked staging folder younger than this may belong to a writer about to lock it."""
+"""An unlocked, empty staging folder younger than this may belong to a writer about to lock it."""
 
 
 @dataclass
@@ -59,10 +59,15 @@ class VerifyReport:
 
 
 def _stale(path: Any) -> bool:
-    if time.time() - path.stat().st_mtime < STAGING_GRACE_S:
-        return False
+    """A staging folder whose writer is gone: its flock is free, and it is not brand new and empty.
+
+    A writer flocks the folder right after creating it and before writing into it, so a free lock
+    on a non-empty folder always means a dead writer; only an empty one gets the grace period.
+    """
     with flocked(path, exclusive=True, blocking=False) as got:
-        return got
+        if not got:
+            return False
+    return any(os.scandir(path)) or time.time() - path.stat().st_mtime >= STAGING_GRACE_S
 
 
 def verify(

@@ -148,7 +148,9 @@ class Corpus:
         if required is not None and required != keys:
             missing = sorted(set(required) - set(keys))
             if missing:
-                raise BadEpisodeError(name, missing[0], f"missing (task {task} requires {required})")
+                raise BadEpisodeError(
+                    name, missing[0], f"missing (task {task} requires {required})"
+                )
             extra = sorted(set(keys) - set(required))[0]
             raise BadEpisodeError(name, extra, f"not an observation key of task {task} {required}")
         if new or required is None:
@@ -179,7 +181,8 @@ class Corpus:
                 entry = writer.stage(staged, episode_id, created, enc, durable=durable)
                 with flocked(self.layout.lock, exclusive=False):
                     dup = self.index.commit(
-                        entry, lambda: writer.publish(self.layout, staged, episode_id, durable=durable)
+                        entry,
+                        lambda: writer.publish(self.layout, staged, episode_id, durable=durable),
                     )
             finally:
                 writer.discard(staged)  # no-op after a successful rename
@@ -198,7 +201,9 @@ class Corpus:
 
     # --- listing and snapshots -------------------------------------------------------------
 
-    def entries(self, flt: Filter | None = None, *, generation: int | None = None) -> list[IndexEntry]:
+    def entries(
+        self, flt: Filter | None = None, *, generation: int | None = None
+    ) -> list[IndexEntry]:
         """Index rows matching `flt` (no episode group is opened)."""
         return self.index.query(flt, generation=generation)
 

@@ -111,7 +111,9 @@ def encode(ep: Episode, spec: FeatureSpec) -> EncodedEpisode:
 
 
 def _digest(a: np.ndarray) -> str:
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(a)).cast("B"), digest_size=16).hexdigest()
+    return hashlib.blake2b(
+        memoryview(np.ascontiguousarray(a)).cast("B"), digest_size=16
+    ).hexdigest()
 
 
 def _put(group: zarr.Group, path: str, a: np.ndarray, compress: bool, digests: dict) -> None:
@@ -153,7 +155,9 @@ def stage(
         else:
             _put(group, f"images/{k}/data", parts[0], False, digests)
             _put(group, f"images/{k}/offsets", parts[1], False, digests)
-        cam.attrs.update({"codec": codec[f"images/{k}"], "frame_shape": list(ep.images[k].shape[1:])})
+        cam.attrs.update(
+            {"codec": codec[f"images/{k}"], "frame_shape": list(ep.images[k].shape[1:])}
+        )
     for k in ("action", "reward", "terminated", "truncated", "timestamp"):
         _put(group, k, getattr(ep, k), True, digests)
     m = ep.meta
@@ -217,5 +221,3 @@ def publish(layout: Layout, staged: Path, episode_id: str, *, durable: bool) -> 
 def discard(staged: Path) -> None:
     """Remove a staging folder that will not be committed (duplicate content, or an error)."""
     shutil.rmtree(staged, ignore_errors=True)
-
-
