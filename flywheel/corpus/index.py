@@ -10,7 +10,9 @@ transaction, so "the index at generation G" (rows with seq <= G) is a reproducib
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -144,16 +146,29 @@ class EpisodeIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._cons: dict[tuple[int, int], sqlite3.Connection] = {}
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
-        try:
+        """A connection kept per process and thread (opening one costs more than a query).
+
+        Keyed by pid too, so a forked child never uses its parent's connection.
+        """
+        key = (os.getpid(), threading.get_ident())
+        con = self._cons.get(key)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=120.0, isolation_level=None)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
-            yield con
-        finally:
-            con.close()
+            self._cons[key] = con
+        yield con
+
+    def close(self) -> None:
+        """Close this process's connections (before the file is replaced)."""
+        for key, con in list(self._cons.items()):
+            if key[0] == os.getpid():
+                con.close()
+            del self._cons[key]
 
     def create(self) -> None:
         """Create tables and a fresh epoch (a new epoch marks a rebuilt index)."""
@@ -295,4 +310,5 @@ class EpisodeIndex:
             with self.connect() as old:
                 old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 old.execute("PRAGMA journal_mode=DELETE")
+        self.close()
         tmp.replace(self.path)

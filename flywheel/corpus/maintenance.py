@@ -22,7 +22,7 @@ import zarr
 from flywheel.corpus.errors import CorpusError
 from flywheel.corpus.layout import EPISODE_ATTR, flocked
 from flywheel.corpus.store import Corpus
-from flywheel.corpus.writer import _digest, entry_from_meta
+from flywheel.corpus.writer import digest, entry_from_meta
 
 STAGING_GRACE_S = 60.0
 """An unlocked, empty staging folder younger than this may belong to a writer about to lock it."""
@@ -109,9 +109,9 @@ def check_episode(corpus: Corpus, episode_id: str) -> str | None:
         g = zarr.open_group(corpus.layout.episode(episode_id), mode="r")
         meta = g.attrs[EPISODE_ATTR]
         T = int(meta["length"])
-        for path, digest in meta["digests"].items():
+        for path, want in meta["digests"].items():
             a = g[path][...]
-            if _digest(a) != digest:
+            if digest(a) != want:
                 return f"{path}: content differs from its commit-time digest"
             step = path in ("action", "reward", "terminated", "truncated")
             if not path.startswith("images/") and len(a) != (T if step else T + 1):

@@ -74,10 +74,12 @@ class Corpus:
         return cls(path, config)
 
     def _read_root(self) -> FeatureSpec:
+        """Read root metadata: check the version, refresh the cached spec and task keys."""
         attrs = zarr.open_group(self.path, mode="r").attrs.asdict()
         if ROOT_ATTR not in attrs:
             raise CorpusError(f"{self.path}: root metadata `{ROOT_ATTR}` is missing")
         check_version(attrs[ROOT_ATTR].get("schema_version", "?"), where=str(self.path))
+        self._tasks: dict[str, list[str]] = dict(attrs[ROOT_ATTR].get("tasks", {}))
         return FeatureSpec.from_json(attrs[ROOT_ATTR]["features"])
 
     @property
@@ -89,9 +91,6 @@ class Corpus:
     def schema_version(self) -> str:
         root = zarr.open_group(self.path, mode="r").attrs.asdict()[ROOT_ATTR]
         return str(root["schema_version"])
-
-    def _root_meta(self) -> dict[str, Any]:
-        return dict(zarr.open_group(self.path, mode="r").attrs[ROOT_ATTR])
 
     def _update_root(self, features: list[Feature], task_keys: dict[str, list[str]]) -> None:
         """Add features and per-task key sets to the root metadata, under the exclusive lock."""
@@ -105,7 +104,7 @@ class Corpus:
                     raise ValueError(f"task {task} already declares observation keys {tasks[task]}")
             meta["features"], meta["tasks"] = spec.to_json(), tasks
             root.attrs[ROOT_ATTR] = meta
-        self._spec = spec
+        self._spec, self._tasks = spec, tasks
 
     def register_features(self, features: list[Feature]) -> FeatureSpec:
         """Declare features; identical re-declarations are no-ops, conflicting ones refused."""
@@ -116,7 +115,8 @@ class Corpus:
 
     def task_keys(self) -> dict[str, list[str]]:
         """Low-dim observation keys each task's episodes must all have (set by its first one)."""
-        return dict(self._root_meta().get("tasks", {}))
+        self._spec = self._read_root()
+        return dict(self._tasks)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -125,9 +125,14 @@ class Corpus:
 
         Low-dim observation keys are fixed per task by the task's first episode (a training
         cache needs every episode of a task to have them); cameras and extras are optional.
+        The root metadata is re-read only when this process has not seen a key or task yet:
+        declarations are only ever added, so a cached one stays true.
         """
         declared = writer.infer_features(ep, self.config.image_codecs)
-        self._spec = self._read_root()
+        keys = sorted(f"obs/{k}" for k in ep.obs)
+        task = ep.meta.task
+        if any(self._spec.get(f.name) is None for f in declared) or task not in self._tasks:
+            self._spec = self._read_root()
         new = []
         for f in declared:
             old = self._spec.get(f.name)
@@ -142,9 +147,7 @@ class Corpus:
                     f"dtype/shape {f.dtype}{list(f.shape)} does not match the corpus spec "
                     f"{old.dtype}{list(old.shape)}",
                 )
-        keys = sorted(f"obs/{k}" for k in ep.obs)
-        task = ep.meta.task
-        required = self.task_keys().get(task)
+        required = self._tasks.get(task)
         if required is not None and required != keys:
             missing = sorted(set(required) - set(keys))
             if missing:

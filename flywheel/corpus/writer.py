@@ -17,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from flywheel.corpus.episode import Episode, content_hash, episode_stats
 from flywheel.corpus.images import encode_frames
 from flywheel.corpus.index import IndexEntry
 from flywheel.corpus.layout import EPISODE_ATTR, Layout, fsync_dir, fsync_tree
 from flywheel.corpus.schema import SCHEMA_VERSION, Feature, FeatureSpec
-
-_ZSTD = zarr.codecs.ZstdCodec(level=3)
+from flywheel.corpus.zarr_io import write_array, write_group
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,24 +108,17 @@ def encode(ep: Episode, spec: FeatureSpec) -> EncodedEpisode:
     )
 
 
-def _digest(a: np.ndarray) -> str:
+def digest(a: np.ndarray) -> str:
+    """Fingerprint of an array's stored values, checked by `verify --deep`."""
     return hashlib.blake2b(
         memoryview(np.ascontiguousarray(a)).cast("B"), digest_size=16
     ).hexdigest()
 
 
-def _put(group: zarr.Group, path: str, a: np.ndarray, compress: bool, digests: dict) -> None:
+def _put(root: Path, path: str, a: np.ndarray, compress: bool, digests: dict) -> None:
     a = np.ascontiguousarray(a)
-    arr = group.create_array(
-        path,
-        shape=a.shape,
-        dtype=a.dtype,
-        chunks=a.shape if a.size else (1,) * max(a.ndim, 1),
-        compressors=_ZSTD if compress else None,
-        fill_value=0,
-    )
-    arr[...] = a
-    digests[path] = _digest(a)
+    write_array(root / path, a, compress=compress)
+    digests[path] = digest(a)
 
 
 def stage(
@@ -135,31 +126,28 @@ def stage(
 ) -> IndexEntry:
     """Write the whole episode as a Zarr group at `path` (under `.staging/`); return its row.
 
-    The caller holds an flock on the (already created) folder while this runs and until the
-    commit, so that `repair` can tell a live writer from a dead one.
+    The caller holds an flock on the (already created, empty) folder while this runs and until
+    the commit, so that `repair` can tell a live writer from a dead one.
     """
     ep = enc.episode
-    group = zarr.open_group(path, mode="w-", zarr_format=3)  # a new, empty folder
     digests: dict[str, str] = {}
     codec = {f.name: f.codec for f in enc.features}
-    for path_in_group in ("obs", "images", "extras"):
-        group.create_group(path_in_group)
+    for sub in ("obs", "images", "extras"):
+        write_group(path / sub)
     for k, v in ep.obs.items():
-        _put(group, f"obs/{k}", v, codec[f"obs/{k}"] == "zstd", digests)
+        _put(path, f"obs/{k}", v, codec[f"obs/{k}"] == "zstd", digests)
     for k, v in ep.extras.items():
-        _put(group, f"extras/{k}", v, codec[f"extras/{k}"] == "zstd", digests)
+        _put(path, f"extras/{k}", v, codec[f"extras/{k}"] == "zstd", digests)
     for k, parts in enc.images.items():
-        cam = group["images"].create_group(k)
+        cam = {"codec": codec[f"images/{k}"], "frame_shape": list(ep.images[k].shape[1:])}
+        write_group(path / "images" / k, cam)
         if len(parts) == 1:
-            _put(group, f"images/{k}/frames", parts[0], True, digests)
+            _put(path, f"images/{k}/frames", parts[0], True, digests)
         else:
-            _put(group, f"images/{k}/data", parts[0], False, digests)
-            _put(group, f"images/{k}/offsets", parts[1], False, digests)
-        cam.attrs.update(
-            {"codec": codec[f"images/{k}"], "frame_shape": list(ep.images[k].shape[1:])}
-        )
+            _put(path, f"images/{k}/data", parts[0], False, digests)
+            _put(path, f"images/{k}/offsets", parts[1], False, digests)
     for k in ("action", "reward", "terminated", "truncated", "timestamp"):
-        _put(group, k, getattr(ep, k), True, digests)
+        _put(path, k, getattr(ep, k), True, digests)
     m = ep.meta
     meta = {
         "episode_id": episode_id,
@@ -181,7 +169,7 @@ def stage(
         "digests": digests,
         "writer": {"host": socket.gethostname(), "pid": os.getpid()},
     }
-    group.attrs[EPISODE_ATTR] = meta
+    write_group(path, {EPISODE_ATTR: meta})  # the group's own zarr.json last
     if durable:
         fsync_tree(path)
     return entry_from_meta(meta)

@@ -22,6 +22,7 @@ def test_rebuild_index_restores_a_lost_index_with_a_new_epoch(corpus):
     ids = [corpus.append(synthetic_episode(s, length=5)).episode_id for s in range(4)]
     recorded = corpus.snapshot().to_json()
     old_epoch = corpus.index.epoch()
+    corpus.index.close()
     corpus.layout.index.unlink()
     for suffix in ("-wal", "-shm"):
         Path(f"{corpus.layout.index}{suffix}").unlink(missing_ok=True)
