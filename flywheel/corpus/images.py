@@ -19,18 +19,24 @@ JPEG_QUALITY = 90
 PNG_COMPRESSION = 1  # fastest level: PNG is chosen for losslessness, not size
 
 
-def _to_bgr(frame: np.ndarray) -> np.ndarray:
-    return frame if frame.ndim == 2 or frame.shape[-1] != 3 else frame[..., ::-1]
+def _swap_rb(frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """RGB <-> BGR with OpenCV (a numpy `[..., ::-1]` copy cost twice the JPEG encode here)."""
+    if frame.ndim == 2 or frame.shape[-1] != 3:
+        if out is None:
+            return frame
+        out[...] = frame
+        return out
+    return cv2.cvtColor(frame, cv2.COLOR_RGB2BGR, dst=out)
 
 
 def encode_frame(frame: np.ndarray, codec: str) -> np.ndarray:
     """One (H, W[, C]) uint8 frame -> encoded bytes as a 1-D uint8 array."""
     if codec == "jpeg":
         params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
-        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(_to_bgr(frame)), params)
+        ok, buf = cv2.imencode(".jpg", _swap_rb(np.ascontiguousarray(frame)), params)
     elif codec == "png":
         params = [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION]
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(_to_bgr(frame)), params)
+        ok, buf = cv2.imencode(".png", _swap_rb(np.ascontiguousarray(frame)), params)
     else:
         raise ValueError(f"codec {codec!r} does not encode single frames")
     if not ok:
@@ -62,7 +68,7 @@ def decode_frames(
         if img is None or img.shape != tuple(frame_shape):
             got = None if img is None else img.shape
             raise ValueError(f"frame {i} does not decode to {tuple(frame_shape)} (got {got})")
-        out[j] = _to_bgr(img)
+        _swap_rb(img, out[j])
     return out
 
 
