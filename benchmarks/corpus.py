@@ -16,6 +16,7 @@ Human tables go to stderr. Anchors:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,10 +64,8 @@ def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **ex
 
 def one_core() -> None:
     """Pin to one CPU: the floors are stated per core."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):  # not every OS can pin
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    except (AttributeError, OSError):
-        pass
     cv2.setNumThreads(1)
 
 
