@@ -1,0 +1,187 @@
+"""The contract every algorithm shares, and the two axes that tell algorithms apart.
+
+Every algorithm is *evaluate the policy, then improve it*. What differs:
+
+- **where the data comes from** - a `DataSource`: `OfflineSource` (a corpus snapshot),
+  `ReplaySource` (past online rollouts), `MixedSource` (both, RLPD-style), or fresh on-policy
+  rollouts (PPO collects them itself, see `ppo.py`);
+- **how often the policy is updated** - an `UpdateSchedule`: `ONE_STEP` (fit once: BC),
+  `MULTI_STEP` (a few gated generations per snapshot), `ITERATIVE` (thousands: PPO, SAC).
+
+Each algorithm exposes `update(batch) -> metrics` and its state for checkpoints; the loops that
+feed it live in `flywheel.training`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from flywheel.corpus import TrainingCache, TransitionSampler
+
+Batch = dict[str, Any]
+"""obs {key: (B, ...)}, action (B, A), reward (B,), next_obs {key: (B, ...)}, done (B,) tensors."""
+
+
+class UpdateSchedule(enum.Enum):
+    """How often the policy is updated per batch of data (the second axis)."""
+
+    ONE_STEP = "one-step"
+    MULTI_STEP = "multi-step"
+    ITERATIVE = "iterative"
+
+
+class DataKind(enum.Enum):
+    """Where the data comes from (the first axis)."""
+
+    OFFLINE = "offline"
+    REPLAY = "replay"
+    ONLINE = "online"
+
+
+class Algorithm(Protocol):
+    """What every algorithm is to the training loops."""
+
+    name: str
+    schedule: UpdateSchedule
+    data: DataKind
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on `batch`; returns scalar metrics (losses, values)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: networks and optimiser states."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class DataSource(Protocol):
+    """Something that yields training batches."""
+
+    kind: DataKind
+
+    def sample(self, batch_size: int) -> Batch: ...
+
+
+def to_torch(batch: Mapping[str, Any], device: torch.device | str = "cpu") -> Batch:
+    """numpy batch (nested dicts allowed) -> float32 tensors (uint8 images stay uint8)."""
+    out: Batch = {}
+    for k, v in batch.items():
+        if isinstance(v, Mapping):
+            out[k] = to_torch(v, device)
+        else:
+            t = torch.as_tensor(np.asarray(v))
+            out[k] = (t if t.dtype == torch.uint8 else t.float()).to(device)
+    return out
+
+
+@dataclass
+class OfflineSource:
+    """Transitions from a corpus snapshot's training cache (optionally success-weighted)."""
+
+    cache: TrainingCache
+    seed: int = 0
+    weights: np.ndarray | None = None
+    device: str = "cpu"
+    kind: DataKind = DataKind.OFFLINE
+
+    def __post_init__(self) -> None:
+        self._sampler = TransitionSampler(self.cache, seed=self.seed, weights=self.weights)
+
+    def sample(self, batch_size: int) -> Batch:
+        self._sampler.batch_size = batch_size
+        return to_torch(self._sampler.sample(), self.device)
+
+    def rng_state(self) -> dict[str, Any]:
+        return self._sampler._rng.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self._sampler._rng.bit_generator.state = state
+
+
+class ReplaySource:
+    """A ring buffer of online transitions (same keys as the offline batches)."""
+
+    kind = DataKind.REPLAY
+
+    def __init__(self, capacity: int, seed: int = 0, device: str = "cpu") -> None:
+        self.capacity, self.device = capacity, device
+        self._data: dict[str, Any] | None = None
+        self._n = self._i = 0
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def add(self, obs: dict, action: np.ndarray, reward: np.ndarray, next_obs: dict, done: np.ndarray) -> None:
+        """Add a batch of N transitions (arrays with a leading N axis)."""
+        n = len(action)
+        if self._data is None:
+            mk = lambda a: np.zeros((self.capacity, *np.shape(a)[1:]), np.asarray(a).dtype)  # noqa: E731
+            self._data = {
+                "obs": {k: mk(v) for k, v in obs.items()},
+                "next_obs": {k: mk(v) for k, v in next_obs.items()},
+                "action": mk(action),
+                "reward": mk(reward),
+                "done": mk(done),
+            }
+        idx = (self._i + np.arange(n)) % self.capacity
+        d = self._data
+        for k in d["obs"]:
+            d["obs"][k][idx] = obs[k]
+            d["next_obs"][k][idx] = next_obs[k]
+        d["action"][idx], d["reward"][idx], d["done"][idx] = action, reward, done
+        self._i = (self._i + n) % self.capacity
+        self._n = min(self._n + n, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        assert self._data is not None, "empty replay"
+        j = self._rng.integers(0, self._n, size=batch_size)
+        d = self._data
+        return to_torch(
+            {
+                "obs": {k: v[j] for k, v in d["obs"].items()},
+                "next_obs": {k: v[j] for k, v in d["next_obs"].items()},
+                "action": d["action"][j],
+                "reward": d["reward"][j],
+                "done": d["done"][j],
+            },
+            self.device,
+        )
+
+
+@dataclass
+class MixedSource:
+    """Half of each batch from each source (RLPD's symmetric sampling)."""
+
+    offline: DataSource
+    online: DataSource
+    kind: DataKind = DataKind.REPLAY
+
+    def sample(self, batch_size: int) -> Batch:
+        a = self.offline.sample(batch_size // 2)
+        b = self.online.sample(batch_size - batch_size // 2)
+        return _cat(a, b)
+
+
+def _cat(a: Batch, b: Batch) -> Batch:
+    out: Batch = {}
+    for k in ("obs", "next_obs"):
+        out[k] = {key: torch.cat([a[k][key], b[k][key]]) for key in b[k]}
+    for k in ("action", "reward", "done"):
+        out[k] = torch.cat([a[k], b[k]])
+    return out
+
+
+def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
+    """Polyak averaging of target network parameters."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters(), strict=True):
+            t.lerp_(s, tau)

@@ -1,0 +1,184 @@
+"""Networks shared by every algorithm: observation encoder, Gaussian actor, V and Q heads.
+
+Shape glossary: B batch, D_k per-key low-dim size, (H, W, C) camera frames (uint8), A action
+size, F encoder feature size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributions import Independent, Normal
+
+from flywheel.policies.normalizer import Normalizer
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicySpec:
+    """What a policy consumes and produces, and its network sizes; saved as JSON in a bundle."""
+
+    obs_shapes: dict[str, tuple[int, ...]]
+    """Low-dim observation keys (in this order) and per-step shapes."""
+    action_dim: int
+    """Size of the action vector."""
+    cameras: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """Camera names and (H, W, C) frame shapes; empty for low-dim policies."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer sizes of every MLP head."""
+    image_features: int = 64
+    """Feature size of each camera's CNN."""
+    action_low: float = -1.0
+    """Lower action limit (actions are clipped to it at deployment)."""
+    action_high: float = 1.0
+    """Upper action limit."""
+    squash: bool = False
+    """tanh-squashed Gaussian (SAC) instead of a Gaussian around a tanh-bounded mean (BC/PPO)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "obs_shapes", {k: tuple(v) for k, v in self.obs_shapes.items()})
+        object.__setattr__(self, "cameras", {k: tuple(v) for k, v in self.cameras.items()})
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.action_dim < 1 or not (self.obs_shapes or self.cameras):
+            raise ValueError("a policy needs an action and at least one observation")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["obs_shapes"] = {k: list(v) for k, v in self.obs_shapes.items()}
+        d["cameras"] = {k: list(v) for k, v in self.cameras.items()}
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> PolicySpec:
+        return cls(**d)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, layer_norm: bool = False) -> nn.Sequential:
+    """Linear-(LayerNorm)-ReLU stack; LayerNorm helps critics on off-policy data (RLPD)."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_dim, h)] + ([nn.LayerNorm(h)] if layer_norm else []) + [nn.ReLU()]
+        in_dim = h
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class ImageEncoder(nn.Module):
+    """Small CNN for one camera: (B, H, W, C) uint8 -> (B, F). Sized for 84-128 px frames."""
+
+    def __init__(self, shape: tuple[int, ...], features: int) -> None:
+        super().__init__()
+        h, w, c = shape if len(shape) == 3 else (*shape, 1)
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 16, 5, stride=2), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, stride=2), nn.ReLU(),
+        )  # fmt: skip
+        with torch.no_grad():
+            n = self.conv(torch.zeros(1, c, h, w)).numel()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, features), nn.LayerNorm(features))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = img.float() / 255.0
+        x = x.unsqueeze(-1) if x.dim() == 3 else x  # (B, H, W) grayscale
+        return self.head(self.conv(x.permute(0, 3, 1, 2)))  # (B, C, H, W) for conv
+
+
+class ObsEncoder(nn.Module):
+    """Normalised low-dim keys (flattened, in spec order) + one CNN per camera -> (B, F)."""
+
+    def __init__(self, spec: PolicySpec, normalizer: Normalizer) -> None:
+        super().__init__()
+        self.spec = spec
+        self.normalizer = normalizer
+        self.cams = nn.ModuleDict(
+            {c: ImageEncoder(s, spec.image_features) for c, s in spec.cameras.items()}
+        )
+        self.out_dim = sum(math.prod(s) for s in spec.obs_shapes.values()) + len(
+            spec.cameras
+        ) * spec.image_features
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        norm = self.normalizer(obs)
+        parts = [norm[k].flatten(1) for k in self.spec.obs_shapes]
+        parts += [self.cams[c](obs[c]) for c in self.spec.cameras]
+        return torch.cat(parts, dim=-1)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
+
+
+class GaussianActor(nn.Module):
+    """pi(a|s). Unsquashed: N(tanh(mu(s)), sigma) with a state-independent sigma (BC, PPO: exact
+    log-probs of dataset actions, even at the limits). Squashed: tanh(N(mu(s), sigma(s))) (SAC)."""
+
+    def __init__(self, spec: PolicySpec, normalizer: Normalizer, init_log_std: float = -0.5) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = ObsEncoder(spec, normalizer)
+        a = spec.action_dim
+        self.net = mlp(self.encoder.out_dim, spec.hidden, 2 * a if spec.squash else a)
+        self.log_std = nn.Parameter(torch.full((a,), init_log_std), requires_grad=not spec.squash)
+
+    def dist(self, obs: Mapping[str, torch.Tensor]) -> Independent:
+        """The action distribution before squashing (B, A)."""
+        out = self.net(self.encoder(obs))
+        if self.spec.squash:
+            mu, log_std = out.chunk(2, dim=-1)
+            log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        else:
+            mu, log_std = torch.tanh(out), self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out)
+        return Independent(Normal(mu, log_std.exp()), 1)
+
+    def log_prob(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        """(B,) log pi(a|s) of given actions (unsquashed policies only: BC, PPO)."""
+        assert not self.spec.squash, "use sample() for squashed policies"
+        return self.dist(obs).log_prob(action)
+
+    def sample(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action (B, A) and its log-prob (B,), squash-corrected for SAC."""
+        d = self.dist(obs)
+        u = d.rsample()
+        if not self.spec.squash:
+            return u, d.log_prob(u)
+        a = torch.tanh(u)
+        logp = d.log_prob(u) - (2 * (math.log(2) - u - nn.functional.softplus(-2 * u))).sum(-1)
+        return a, logp
+
+    def mode(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The deterministic action (B, A), as deployed."""
+        mu = self.dist(obs).base_dist.loc
+        return torch.tanh(mu) if self.spec.squash else mu
+
+
+class ValueNet(nn.Module):
+    """V(s) -> (B,)."""
+
+    def __init__(self, spec: PolicySpec, normalizer: Normalizer, *, layer_norm: bool = False) -> None:
+        super().__init__()
+        self.layer_norm = layer_norm
+        self.encoder = ObsEncoder(spec, normalizer)
+        self.net = mlp(self.encoder.out_dim, spec.hidden, 1, layer_norm=layer_norm)
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(self.encoder(obs)).squeeze(-1)
+
+
+class DoubleQ(nn.Module):
+    """Two Q(s, a) heads -> (2, B); the min of the two curbs over-estimation."""
+
+    def __init__(self, spec: PolicySpec, normalizer: Normalizer, *, layer_norm: bool = False) -> None:
+        super().__init__()
+        self.encoder = ObsEncoder(spec, normalizer)
+        d = self.encoder.out_dim + spec.action_dim
+        self.q1 = mlp(d, spec.hidden, 1, layer_norm=layer_norm)
+        self.q2 = mlp(d, spec.hidden, 1, layer_norm=layer_norm)
+
+    def forward(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.encoder(obs), action], dim=-1)
+        return torch.stack([self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)])

@@ -1,0 +1,61 @@
+"""Observation normalisation from corpus statistics, frozen into the policy.
+
+The statistics come from the snapshot's merged per-episode statistics, so every training run on
+the same snapshot normalises identically, and a deployed policy carries its own normaliser
+(online refinement keeps it frozen: a moving normaliser shifts the inputs the critic and actor
+were trained on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from flywheel.corpus.stats import KeyStats
+
+MIN_STD = 1e-3
+"""Floor on a dimension's std: constant dimensions (a fixed goal) must not blow up."""
+CLIP = 10.0
+"""Normalised values are clipped to [-CLIP, CLIP] against outliers at deployment."""
+
+
+class Normalizer(nn.Module):
+    """Per-key (x - mean) / std with frozen buffers; keys in a fixed order."""
+
+    def __init__(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.keys = list(shapes)
+        for k, shape in shapes.items():
+            self.register_buffer(f"mean_{k}", torch.zeros(shape))
+            self.register_buffer(f"std_{k}", torch.ones(shape))
+
+    @classmethod
+    def from_stats(
+        cls, shapes: Mapping[str, tuple[int, ...]], stats: Mapping[str, KeyStats]
+    ) -> Normalizer:
+        """Build from corpus statistics keyed `obs/<key>`."""
+        n = cls(shapes)
+        for k in shapes:
+            s = stats[f"obs/{k}"]
+            getattr(n, f"mean_{k}").copy_(torch.as_tensor(s.mean, dtype=torch.float32))
+            std = np.maximum(s.std, MIN_STD)
+            getattr(n, f"std_{k}").copy_(torch.as_tensor(std, dtype=torch.float32))
+        return n
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            k: ((obs[k] - getattr(self, f"mean_{k}")) / getattr(self, f"std_{k}")).clamp(-CLIP, CLIP)
+            for k in self.keys
+        }
+
+    def fingerprint(self) -> str:
+        """Hash of the normaliser's values: a deployed client checks it against the server's."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, buf in sorted(self.named_buffers()):
+            h.update(name.encode() + buf.detach().cpu().numpy().astype("<f4").tobytes())
+        return "sha256:" + h.hexdigest()

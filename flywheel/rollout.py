@@ -1,0 +1,156 @@
+"""Stepping a pool of Gymnasium envs in lockstep with one batched policy call per step.
+
+Used by evaluation, online RL and online-episode recording alike. It owns the episode
+bookkeeping (seeds, final observations, success) so that none of them depends on a particular
+vector-env autoreset convention; any Gymnasium env with Dict (or Box) observations works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from flywheel.corpus import Episode, EpisodeMeta
+
+PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+"""A batched policy: obs {key: (N, ...)} -> actions (N, A)."""
+
+
+def as_dict(obs: Any) -> dict[str, np.ndarray]:
+    """Box observations become {"state": obs}, so every env looks like a Dict env."""
+    return dict(obs) if isinstance(obs, dict) else {"state": np.asarray(obs, dtype=np.float32)}
+
+
+def success_of(info: dict[str, Any]) -> bool | None:
+    """The sparse success signal, under the names envs commonly use."""
+    for key in ("success", "is_success"):
+        if key in info:
+            return bool(info[key])
+    return None
+
+
+@dataclass
+class EpisodeRecord:
+    """One finished (or running) episode of one env."""
+
+    seed: int | None
+    reset_info: dict[str, Any]
+    obs: list[dict[str, np.ndarray]] = field(default_factory=list)  # T+1 entries when done
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    terminated: list[bool] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    success: bool = False
+    """True if the success signal was seen at any step."""
+
+    @property
+    def length(self) -> int:
+        return len(self.actions)
+
+    @property
+    def ret(self) -> float:
+        return float(np.sum(self.rewards))
+
+    def to_episode(
+        self, *, task: str, robot: str, control_hz: float, source: str, policy_version: str | None
+    ) -> Episode:
+        """As a corpus episode (images included if the env rendered cameras)."""
+        keys = self.obs[0].keys()
+        obs = {k: np.stack([o[k] for o in self.obs]) for k in keys}
+        images = {k: v for k, v in obs.items() if v.dtype == np.uint8 and v.ndim >= 3}
+        lowdim = {k: v.astype(np.float32) for k, v in obs.items() if k not in images}
+        T = self.length
+        return Episode(
+            obs=lowdim,
+            images=images,
+            action=np.asarray(self.actions, dtype=np.float32).reshape(T, -1),
+            reward=np.asarray(self.rewards, dtype=np.float32),
+            terminated=np.asarray(self.terminated, dtype=bool),
+            truncated=np.asarray(self.truncated, dtype=bool),
+            timestamp=np.arange(T + 1) / control_hz,
+            meta=EpisodeMeta(
+                source=source,  # type: ignore[arg-type]
+                task=task,
+                robot=robot,
+                control_hz=control_hz,
+                success=self.success,
+                policy_version=policy_version,
+                info={"seed": self.seed, "randomisation": self.reset_info.get("randomisation")},
+            ),
+        )
+
+
+class EnvPool:
+    """N envs stepped together. Finished envs are reset at once with the next seed.
+
+    `step` returns the next observations (a new episode's first one for envs that just
+    finished), rewards, terminated, truncated, the final observations of finished envs (for
+    bootstrapping truncated episodes) and the finished EpisodeRecords.
+    """
+
+    def __init__(
+        self,
+        env_fns: list[Callable[[], gym.Env]],
+        *,
+        seed: int = 0,
+        record: bool = True,
+        reset_options: Callable[[int], dict | None] | None = None,
+    ) -> None:
+        self.envs = [f() for f in env_fns]
+        self.n = len(self.envs)
+        self.record = record
+        self.reset_options = reset_options
+        self._next_seed = seed
+        self.records: list[EpisodeRecord | None] = [None] * self.n
+        self.obs: list[dict[str, np.ndarray]] = [{}] * self.n
+        for i in range(self.n):
+            self._reset(i)
+
+    def _reset(self, i: int) -> None:
+        seed = self._next_seed
+        self._next_seed += 1
+        options = self.reset_options(seed) if self.reset_options else None
+        obs, info = self.envs[i].reset(seed=seed, options=options)
+        self.obs[i] = as_dict(obs)
+        self.records[i] = EpisodeRecord(seed=seed, reset_info=dict(info))
+        if self.record:
+            self.records[i].obs.append(self.obs[i])
+
+    def batch(self) -> dict[str, np.ndarray]:
+        """Current observations as {key: (N, ...)}."""
+        return {k: np.stack([o[k] for o in self.obs]) for k in self.obs[0]}
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[int, dict[str, np.ndarray]], list[EpisodeRecord]]:  # fmt: skip
+        rewards = np.zeros(self.n, np.float32)
+        term = np.zeros(self.n, bool)
+        trunc = np.zeros(self.n, bool)
+        final_obs: dict[int, dict[str, np.ndarray]] = {}
+        finished: list[EpisodeRecord] = []
+        for i, env in enumerate(self.envs):
+            obs, r, te, tr, info = env.step(actions[i])
+            obs = as_dict(obs)
+            rewards[i], term[i], trunc[i] = r, te, tr
+            rec = self.records[i]
+            assert rec is not None
+            if self.record:
+                rec.obs.append(obs)
+            rec.actions.append(np.asarray(actions[i], dtype=np.float32))
+            rec.rewards.append(float(r))
+            rec.terminated.append(bool(te))
+            rec.truncated.append(bool(tr))
+            rec.success = rec.success or bool(success_of(info))
+            if te or tr:
+                final_obs[i] = obs
+                finished.append(rec)
+                self._reset(i)
+            else:
+                self.obs[i] = obs
+        return self.batch(), rewards, term, trunc, final_obs, finished
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
