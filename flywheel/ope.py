@@ -50,7 +50,9 @@ class DynamicsEnsemble(nn.Module):
         self.shapes = dict(shapes)
         self.sizes = [int(np.prod(s)) for s in self.shapes.values()]
         d = sum(self.sizes)
-        self.members = nn.ModuleList(mlp(d + action_dim, config.hidden, d + 1) for _ in range(config.members))
+        self.members = nn.ModuleList(
+            mlp(d + action_dim, config.hidden, d + 1) for _ in range(config.members)
+        )
         self.register_buffer("elite_idx", torch.arange(config.elites))
 
     def flat(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -89,7 +91,12 @@ class DynamicsEnsemble(nn.Module):
         opt = torch.optim.Adam(self.members.parameters(), lr=cfg.lr)
         for _ in range(cfg.steps):
             idx = train[torch.randint(len(train), (cfg.members, cfg.batch_size), generator=g)]
-            pred = torch.stack([m(torch.cat([s_all[i], a_all[i]], -1)) for m, i in zip(self.members, idx, strict=True)])
+            pred = torch.stack(
+                [
+                    m(torch.cat([s_all[i], a_all[i]], -1))
+                    for m, i in zip(self.members, idx, strict=True)
+                ]
+            )
             loss = (pred - y_all[idx]).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -97,7 +104,7 @@ class DynamicsEnsemble(nn.Module):
         with torch.no_grad():
             err = (self(s_all[hold], a_all[hold]) - y_all[hold]).pow(2).mean(dim=(1, 2))
         self.elite_idx = torch.argsort(err)[: cfg.elites]
-        return {"dynamics_train_mse": float(loss), "dynamics_holdout_mse": float(err.min())}
+        return {"dynamics_train_mse": loss.item(), "dynamics_holdout_mse": err.min().item()}
 
 
 @torch.no_grad()

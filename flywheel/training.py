@@ -101,7 +101,9 @@ class OfflineRun:
         snap = corpus.snapshot(Filter(task=config.task))
         if not snap.entries:
             raise ValueError(f"{corpus.path}: no episodes of task {config.task!r} to train on")
-        self.run_id = f"{config.task}-{config.algo}-s{config.seed}-g{snap.generation}-{config.fingerprint()}"
+        self.run_id = (
+            f"{config.task}-{config.algo}-s{config.seed}-g{snap.generation}-{config.fingerprint()}"
+        )
         self.dir = home / "runs" / self.run_id
         self.bundle_path = home / "bundles" / self.run_id
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -121,11 +123,15 @@ class OfflineRun:
         self.norm = Normalizer.from_stats(self.spec.obs_shapes, self.cache.stats)
         ok = np.repeat(np.array([bool(s) for s in self.cache.success]), self.cache.lengths)
         w = np.where(ok, 1.0, config.failure_weight)
-        self.bc_source = OfflineSource(self.cache, seed=config.seed, weights=w if w.sum() > 0 else None)
+        self.bc_source = OfflineSource(
+            self.cache, seed=config.seed, weights=w if w.sum() > 0 else None
+        )
         self.source = OfflineSource(self.cache, seed=config.seed + 1)
         self.bc = BC(self.spec, self.norm, config.bc)
         self.iql = IQLCritic(self.spec, self.norm, config.iql)
-        self.dyn = DynamicsEnsemble(self.norm, self.spec.obs_shapes, self.spec.action_dim, config.dynamics)
+        self.dyn = DynamicsEnsemble(
+            self.norm, self.spec.obs_shapes, self.spec.action_dim, config.dynamics
+        )
         self.improver: MultiStepImprover | None = None
         self.stage, self.step = "bc", 0
         self.metrics: dict[str, Any] = {}
@@ -216,7 +222,12 @@ class OfflineRun:
                         imp.accept()
                         self.gate_cache.clear()
 
-            last = self._loop("multistep", cfg.multistep.steps, lambda: imp.update(self.source.sample(bs)), on_step)
+            last = self._loop(
+                "multistep",
+                cfg.multistep.steps,
+                lambda: imp.update(self.source.sample(bs)),
+                on_step,
+            )
             self.metrics["multistep"] = last
             self._next_stage("done")
         if self.improver is not None:
@@ -225,7 +236,9 @@ class OfflineRun:
 
     def _bc_actor(self) -> GaussianActor:
         """Best ensemble member on a fixed batch (its own RNG: resuming must not shift others)."""
-        held = OfflineSource(self.cache, seed=self.cfg.seed + 99).sample(min(4096, self.cache.num_steps))
+        held = OfflineSource(self.cache, seed=self.cfg.seed + 99).sample(
+            min(4096, self.cache.num_steps)
+        )
         return self.bc.best_member(held)
 
     def _gate(self, generation: int, *, accepted_only: bool = False) -> dict[str, Any]:
@@ -237,7 +250,14 @@ class OfflineRun:
 
         def ope(actor: GaussianActor) -> float:
             policy = lambda o: actor.mode(o)  # noqa: E731
-            return am_q(policy, self.iql.q_value, self.dyn, start, horizon=cfg.ope_horizon, seed=self.cfg.seed)
+            return am_q(
+                policy,
+                self.iql.q_value,
+                self.dyn,
+                start,
+                horizon=cfg.ope_horizon,
+                seed=self.cfg.seed,
+            )
 
         def sim(actor: GaussianActor) -> tuple[float, float] | None:
             if self.env_fn is None:
@@ -249,7 +269,12 @@ class OfflineRun:
             self.gate_cache["ope"] = ope(imp.accepted)
             self.gate_cache["sim"] = sim(imp.accepted)
         acc_sim = self.gate_cache["sim"]
-        d = GateDecision(generation=generation, step=self.step, ope_candidate=None, ope_accepted=self.gate_cache["ope"])
+        d = GateDecision(
+            generation=generation,
+            step=self.step,
+            ope_candidate=None,
+            ope_accepted=self.gate_cache["ope"],
+        )
         if acc_sim is not None:
             d.sim_accepted, d.sim_return_accepted = acc_sim
         if accepted_only:
@@ -263,7 +288,9 @@ class OfflineRun:
 
     def _ope_states(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(self.cfg.seed)
-        rows = rng.choice(len(next(iter(self.cache.obs.values()))), size=self.cfg.multistep.ope_states)
+        rows = rng.choice(
+            len(next(iter(self.cache.obs.values()))), size=self.cfg.multistep.ope_states
+        )
         return {k: v[rows] for k, v in self.cache.obs.items()}
 
     def _finish(self, actor: GaussianActor) -> dict[str, Any]:
@@ -279,7 +306,14 @@ class OfflineRun:
             "generations": self.generations,
         }
         value = self.iql.v if self.cfg.algo == "multistep" else None
-        save_bundle(self.bundle_path, actor, task=self.cfg.task, control_hz=control_hz, lineage=lineage, value=value)
+        save_bundle(
+            self.bundle_path,
+            actor,
+            task=self.cfg.task,
+            control_hz=control_hz,
+            lineage=lineage,
+            value=value,
+        )
         result = {
             "bundle": str(self.bundle_path),
             "run_id": self.run_id,

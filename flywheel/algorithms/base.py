@@ -120,7 +120,9 @@ class ReplaySource:
     def __len__(self) -> int:
         return self._n
 
-    def add(self, obs: dict, action: np.ndarray, reward: np.ndarray, next_obs: dict, done: np.ndarray) -> None:
+    def add(
+        self, obs: dict, action: np.ndarray, reward: np.ndarray, next_obs: dict, done: np.ndarray
+    ) -> None:
         """Add a batch of N transitions (arrays with a leading N axis)."""
         n = len(action)
         if self._data is None:

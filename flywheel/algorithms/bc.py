@@ -54,7 +54,7 @@ def bc_loss(
         masked = logps.unsqueeze(0).expand(len(logps), -1, -1).clone()  # (M, M, B)
         eye = torch.eye(len(logps), dtype=torch.bool)
         masked[eye] = -torch.inf
-        best_other = masked.max(dim=1).values.detach()  # (M, B)
+        best_other = masked.max(dim=1).values  # (M, B); not detached: pushes the rival down
         div = ((logps - best_other) * w).sum(-1) / w.sum().clamp_min(1e-8)
         loss = loss - diversity * div.sum()
         metrics["diversity"] = float(div.detach().mean())
@@ -68,10 +68,14 @@ class BC:
     schedule = UpdateSchedule.ONE_STEP
     data = DataKind.OFFLINE
 
-    def __init__(self, spec: PolicySpec, normalizer: Normalizer, config: BCConfig | None = None) -> None:
+    def __init__(
+        self, spec: PolicySpec, normalizer: Normalizer, config: BCConfig | None = None
+    ) -> None:
         self.config = cfg = config or BCConfig()
         self.actors = nn.ModuleList(GaussianActor(spec, normalizer) for _ in range(cfg.ensemble))
-        self.opt = torch.optim.AdamW(self.actors.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.AdamW(
+            self.actors.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
 
     def update(self, batch: Batch) -> dict[str, float]:
         logps = torch.stack([a.log_prob(batch["obs"], batch["action"]) for a in self.actors])

@@ -50,7 +50,9 @@ def v_loss(q_target_min: torch.Tensor, v: torch.Tensor, expectile: float) -> tor
     return expectile_loss(q_target_min - v, expectile)
 
 
-def q_loss(q: torch.Tensor, reward: torch.Tensor, done: torch.Tensor, v_next: torch.Tensor, discount: float) -> torch.Tensor:
+def q_loss(
+    q: torch.Tensor, reward: torch.Tensor, done: torch.Tensor, v_next: torch.Tensor, discount: float
+) -> torch.Tensor:
     """Q(s, a) <- r + gamma (1 - done) V(s'); q is (2, B) from the double head."""
     target = reward + discount * (1.0 - done) * v_next
     return (q - target.detach().unsqueeze(0)).pow(2).mean()
@@ -63,7 +65,9 @@ class IQLCritic:
     schedule = UpdateSchedule.ONE_STEP  # evaluated once per snapshot, then frozen
     data = DataKind.OFFLINE
 
-    def __init__(self, spec: PolicySpec, normalizer: Normalizer, config: IQLConfig | None = None) -> None:
+    def __init__(
+        self, spec: PolicySpec, normalizer: Normalizer, config: IQLConfig | None = None
+    ) -> None:
         self.config = cfg = config or IQLConfig()
         self.q = DoubleQ(spec, normalizer, layer_norm=cfg.layer_norm)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)

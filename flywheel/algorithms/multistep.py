@@ -113,7 +113,9 @@ class MultiStepImprover:
     schedule = UpdateSchedule.MULTI_STEP
     data = DataKind.OFFLINE
 
-    def __init__(self, actor: GaussianActor, critic: IQLCritic, config: MultiStepConfig | None = None) -> None:
+    def __init__(
+        self, actor: GaussianActor, critic: IQLCritic, config: MultiStepConfig | None = None
+    ) -> None:
         self.config = cfg = config or MultiStepConfig()
         self.critic = critic
         self.actor = copy.deepcopy(actor)

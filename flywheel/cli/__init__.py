@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flywheel.cli import corpus
+from flywheel.cli import corpus, learn
 
 app = typer.Typer(
     name="flywheel",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(corpus.app, name="corpus")
+learn.register(app)
 
 try:  # sim collection (needs MuJoCo); the library itself never imports sim
     from flywheel.cli import collect as _collect

@@ -49,13 +49,15 @@ class TransitionSampler:
         return self._rng.choice(n, size=self.batch_size, p=self._p)
 
     def sample(self, j: np.ndarray | None = None) -> dict[str, object]:
-        """A batch: obs/next_obs dicts (B, *shape), action (B, A), reward/done/truncated (B,)."""
+        """A batch: obs/next_obs dicts (B, *shape) of low-dim keys and cameras, action (B, A),
+        reward/done/truncated (B,)."""
         j = self.indices() if j is None else j
         o = self._obs_of_step[j]
         c = self.cache
+        views = {**c.obs, **c.images}  # camera frames sit beside low-dim keys
         return {
-            "obs": {k: v[o] for k, v in c.obs.items()},
-            "next_obs": {k: v[o + 1] for k, v in c.obs.items()},
+            "obs": {k: v[o] for k, v in views.items()},
+            "next_obs": {k: v[o + 1] for k, v in views.items()},
             "action": c.action[j],
             "reward": c.reward[j],
             "done": c.terminated[j],

@@ -208,4 +208,6 @@ def _load_weights(module: torch.nn.Module, file: Path) -> None:
         raise BundleError(f"{file}: not a readable safetensors file ({e})") from None
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise BundleError(f"{file}: weights do not fit the config (missing {missing[:3]}, extra {unexpected[:3]})")
+        raise BundleError(
+            f"{file}: weights do not fit the config (missing {missing[:3]}, extra {unexpected[:3]})"
+        )

@@ -58,7 +58,9 @@ class PolicySpec:
         return cls(**d)
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, layer_norm: bool = False) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int, *, layer_norm: bool = False
+) -> nn.Sequential:
     """Linear-(LayerNorm)-ReLU stack; LayerNorm helps critics on off-policy data (RLPD)."""
     layers: list[nn.Module] = []
     for h in hidden:
@@ -99,9 +101,10 @@ class ObsEncoder(nn.Module):
         self.cams = nn.ModuleDict(
             {c: ImageEncoder(s, spec.image_features) for c, s in spec.cameras.items()}
         )
-        self.out_dim = sum(math.prod(s) for s in spec.obs_shapes.values()) + len(
-            spec.cameras
-        ) * spec.image_features
+        self.out_dim = (
+            sum(math.prod(s) for s in spec.obs_shapes.values())
+            + len(spec.cameras) * spec.image_features
+        )
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         norm = self.normalizer(obs)
@@ -117,7 +120,9 @@ class GaussianActor(nn.Module):
     """pi(a|s). Unsquashed: N(tanh(mu(s)), sigma) with a state-independent sigma (BC, PPO: exact
     log-probs of dataset actions, even at the limits). Squashed: tanh(N(mu(s), sigma(s))) (SAC)."""
 
-    def __init__(self, spec: PolicySpec, normalizer: Normalizer, init_log_std: float = -0.5) -> None:
+    def __init__(
+        self, spec: PolicySpec, normalizer: Normalizer, init_log_std: float = -0.5
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.encoder = ObsEncoder(spec, normalizer)
@@ -132,7 +137,10 @@ class GaussianActor(nn.Module):
             mu, log_std = out.chunk(2, dim=-1)
             log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
         else:
-            mu, log_std = torch.tanh(out), self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out)
+            mu, log_std = (
+                torch.tanh(out),
+                self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out),
+            )
         return Independent(Normal(mu, log_std.exp()), 1)
 
     def log_prob(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
@@ -159,7 +167,9 @@ class GaussianActor(nn.Module):
 class ValueNet(nn.Module):
     """V(s) -> (B,)."""
 
-    def __init__(self, spec: PolicySpec, normalizer: Normalizer, *, layer_norm: bool = False) -> None:
+    def __init__(
+        self, spec: PolicySpec, normalizer: Normalizer, *, layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.layer_norm = layer_norm
         self.encoder = ObsEncoder(spec, normalizer)
@@ -172,7 +182,9 @@ class ValueNet(nn.Module):
 class DoubleQ(nn.Module):
     """Two Q(s, a) heads -> (2, B); the min of the two curbs over-estimation."""
 
-    def __init__(self, spec: PolicySpec, normalizer: Normalizer, *, layer_norm: bool = False) -> None:
+    def __init__(
+        self, spec: PolicySpec, normalizer: Normalizer, *, layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.encoder = ObsEncoder(spec, normalizer)
         d = self.encoder.out_dim + spec.action_dim

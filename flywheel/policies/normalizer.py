@@ -47,7 +47,9 @@ class Normalizer(nn.Module):
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {
-            k: ((obs[k] - getattr(self, f"mean_{k}")) / getattr(self, f"std_{k}")).clamp(-CLIP, CLIP)
+            k: ((obs[k] - getattr(self, f"mean_{k}")) / getattr(self, f"std_{k}")).clamp(
+                -CLIP, CLIP
+            )
             for k in self.keys
         }
 

@@ -1,0 +1,145 @@
+"""PPO for online fine-tuning: iterative, on fresh rollouts of the current policy.
+
+Started from the offline policy and value (Uni-O4's hand-off). What keeps the start of
+fine-tuning from destroying the offline policy: a small ratio clip (0.05), a low actor learning
+rate, a frozen observation normaliser, and a critic warm-up during which only V learns (the
+offline V was fitted to the data's behaviour, not to this policy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule
+from flywheel.algorithms.multistep import ppo_clip_loss
+from flywheel.policies import GaussianActor, ValueNet
+
+
+@dataclass(frozen=True, kw_only=True)
+class PPOConfig:
+    """Online PPO settings (Uni-O4 / RL-100 fine-tuning values, sized for a CPU)."""
+
+    num_envs: int = 8
+    """Parallel envs per rollout."""
+    rollout_steps: int = 128
+    """Steps per env per rollout (batch = num_envs * rollout_steps)."""
+    epochs: int = 5
+    """Passes over each rollout."""
+    minibatch: int = 256
+    """Minibatch size."""
+    actor_lr: float = 3e-5
+    """Low: the offline policy is already good; large steps undo it."""
+    critic_lr: float = 2e-4
+    """Critic learning rate."""
+    clip: float = 0.05
+    """Small ratio clip (Uni-O4 fine-tuning)."""
+    value_clip: float = 0.2
+    """Clip of the value update around the old prediction."""
+    entropy: float = 0.0
+    """Entropy bonus coefficient."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    critic_warmup: int = 2
+    """Rollouts during which only the critic is updated."""
+    grad_clip: float = 0.5
+    """Max gradient norm."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (PPO implementation detail that matters)."""
+
+    def __post_init__(self) -> None:
+        if self.num_envs < 1 or self.rollout_steps < 1 or not 0 < self.clip < 1:
+            raise ValueError("num_envs, rollout_steps >= 1 and 0 < clip < 1")
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, dones: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Generalised advantage estimation over a (T, N) rollout.
+
+    `next_values[t]` is V of the state after step t (the final observation's value for steps
+    that were truncated, 0 after a termination via `dones`). Returns advantages and returns.
+    """
+    T = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in reversed(range(T)):
+        not_done = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_values[t] * not_done - values[t]
+        last = delta + gamma * lam * not_done * last
+        adv[t] = last
+    return adv, adv + values
+
+
+def value_loss(
+    v: torch.Tensor, v_old: torch.Tensor, ret: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """Clipped value loss: the larger of the clipped and unclipped squared errors."""
+    v_clipped = v_old + (v - v_old).clamp(-clip, clip)
+    return 0.5 * torch.max((v - ret).pow(2), (v_clipped - ret).pow(2)).mean()
+
+
+class PPO:
+    """Actor-critic PPO update on minibatches of a rollout."""
+
+    name = "ppo"
+    schedule = UpdateSchedule.ITERATIVE
+    data = DataKind.ONLINE
+
+    def __init__(
+        self, actor: GaussianActor, value: ValueNet, config: PPOConfig | None = None
+    ) -> None:
+        self.config = cfg = config or PPOConfig()
+        self.actor, self.value = actor, value
+        # the normaliser stays frozen: it is a buffer, but keep it out of any optimiser anyway
+        self.actor_opt = torch.optim.Adam(
+            self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps
+        )
+        self.critic_opt = torch.optim.Adam(
+            self.value.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps
+        )
+        self.rollouts = 0
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """batch: obs, action, logp, adv, ret, v_old (all (B, ...))."""
+        cfg = self.config
+        lv = value_loss(self.value(batch["obs"]), batch["v_old"], batch["ret"], cfg.value_clip)
+        self.critic_opt.zero_grad(set_to_none=True)
+        lv.backward()
+        nn.utils.clip_grad_norm_(self.value.parameters(), cfg.grad_clip)
+        self.critic_opt.step()
+        metrics = {"value_loss": lv.item()}
+        if self.rollouts >= cfg.critic_warmup:
+            adv = batch["adv"]
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            d = self.actor.dist(batch["obs"])
+            lp, m = ppo_clip_loss(d.log_prob(batch["action"]), batch["logp"], adv, cfg.clip)
+            ent = d.entropy().mean()
+            loss = lp - cfg.entropy * ent
+            self.actor_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+            self.actor_opt.step()
+            metrics |= {"policy_loss": lp.item(), "entropy": ent.item(), **m}
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "value": self.value.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "rollouts": self.rollouts,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for k in ("actor", "value", "actor_opt", "critic_opt"):
+            getattr(self, k).load_state_dict(state[k])
+        self.rollouts = int(state["rollouts"])
+
+    def config_json(self) -> dict[str, Any]:
+        return asdict(self.config)

@@ -1,0 +1,124 @@
+"""SAC with offline data in every batch (RLPD, Ball et al. 2023): iterative, off-policy.
+
+Half of each batch comes from the corpus, half from this run's replay (symmetric sampling), and
+the critics use LayerNorm; that is what makes off-policy RL sample-efficient on top of
+demonstrations without any offline pre-training.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, soft_update
+from flywheel.policies import DoubleQ, GaussianActor, Normalizer, PolicySpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class SACConfig:
+    """RLPD-style SAC settings."""
+
+    lr: float = 3e-4
+    """Learning rate of actor, critics and temperature."""
+    discount: float = 0.99
+    """gamma."""
+    tau: float = 0.005
+    """Polyak rate of target critics."""
+    init_temperature: float = 0.1
+    """Initial entropy temperature alpha."""
+    batch_size: int = 256
+    """Batch size (half offline, half online)."""
+    warmup_steps: int = 1000
+    """Env steps of the current policy before updates start."""
+    updates_per_step: int = 1
+    """Gradient updates per vector-env step."""
+    num_envs: int = 4
+    """Parallel envs."""
+
+
+def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """q (2, B) against one target (B,)."""
+    return (q - target.detach().unsqueeze(0)).pow(2).mean()
+
+
+def actor_loss(q_pi: torch.Tensor, logp: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Maximise min Q(s, pi(s)) + alpha * entropy."""
+    return (alpha.detach() * logp - q_pi).mean()
+
+
+def temperature_loss(
+    log_alpha: torch.Tensor, logp: torch.Tensor, target_entropy: float
+) -> torch.Tensor:
+    """Tune alpha so the policy's entropy stays near the target."""
+    return -(log_alpha.exp() * (logp.detach() + target_entropy)).mean()
+
+
+class SAC:
+    """Squashed-Gaussian actor, double LayerNorm critics, automatic temperature."""
+
+    name = "sac"
+    schedule = UpdateSchedule.ITERATIVE
+    data = DataKind.REPLAY
+
+    def __init__(
+        self, spec: PolicySpec, normalizer: Normalizer, config: SACConfig | None = None
+    ) -> None:
+        self.config = cfg = config or SACConfig()
+        squashed = PolicySpec(**{**spec.__dict__, "squash": True})
+        self.actor = GaussianActor(squashed, normalizer)
+        self.q = DoubleQ(squashed, normalizer, layer_norm=True)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(cfg.init_temperature), requires_grad=True)
+        self.target_entropy = -float(spec.action_dim)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
+        obs, nxt = batch["obs"], batch["next_obs"]
+        alpha = self.log_alpha.exp()
+        with torch.no_grad():
+            a_next, logp_next = self.actor.sample(nxt)
+            q_next = self.q_target(nxt, a_next).min(0).values - alpha * logp_next
+            target = batch["reward"] + cfg.discount * (1.0 - batch["done"]) * q_next
+        lq = critic_loss(self.q(obs, batch["action"]), target)
+        self.q_opt.zero_grad(set_to_none=True)
+        lq.backward()
+        self.q_opt.step()
+        a, logp = self.actor.sample(obs)
+        la = actor_loss(self.q(obs, a).min(0).values, logp, alpha)
+        self.actor_opt.zero_grad(set_to_none=True)
+        la.backward()
+        self.actor_opt.step()
+        lt = temperature_loss(self.log_alpha, logp, self.target_entropy)
+        self.alpha_opt.zero_grad(set_to_none=True)
+        lt.backward()
+        self.alpha_opt.step()
+        soft_update(self.q_target, self.q, cfg.tau)
+        return {"q_loss": lq.item(), "actor_loss": la.item(), "alpha": alpha.item()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(),
+            "q": self.q.state_dict(),
+            "q_target": self.q_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "q_opt": self.q_opt.state_dict(),
+            "alpha_opt": self.alpha_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for k in ("actor", "q", "q_target", "actor_opt", "q_opt", "alpha_opt"):
+            getattr(self, k).load_state_dict(state[k])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+
+    def config_json(self) -> dict[str, Any]:
+        return asdict(self.config)

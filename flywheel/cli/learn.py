@@ -1,0 +1,188 @@
+"""`flywheel train | refine | eval`: the learning core from the command line.
+
+Tasks of the built-in simulator are named (`lift`, ...); any other Gymnasium env id works with
+`--env` (the library only sees the Gymnasium API). This module is where `sim` is tied in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flywheel.cli.output import console, emit_json, key_values, table
+from flywheel.home import default_corpus_path, flywheel_home
+
+CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus path.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+EnvOpt = Annotated[
+    str | None, typer.Option("--env", help="A Gymnasium env id instead of the sim task's.")
+]
+
+
+def env_factory(task: str, env_id: str | None = None, variation: str = "none") -> Callable:
+    """A zero-argument env constructor for a sim task (or any Gymnasium id)."""
+    import gymnasium as gym
+
+    if env_id is not None:
+        return lambda: gym.make(env_id)
+    import sim
+
+    if task not in sim.GYM_IDS:
+        raise typer.BadParameter(f"unknown task {task!r}; sim tasks: {sorted(sim.GYM_IDS)}")
+    return lambda: gym.make(sim.GYM_IDS[task], variation=variation)
+
+
+def resolve_bundle(ref: str) -> Path:
+    """A bundle path, or a name under $FLYWHEEL_HOME/bundles."""
+    p = Path(ref)
+    if p.is_dir():
+        return p
+    q = flywheel_home() / "bundles" / ref
+    if q.is_dir():
+        return q
+    raise typer.BadParameter(f"no bundle at {ref} or {q}")
+
+
+class _Bars:
+    """One rich progress bar per stage name."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.enabled = enabled
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> _Bars:
+        if self.enabled:
+            self.p.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.p.__exit__(*exc)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage not in self.tasks:
+            self.tasks[stage] = self.p.add_task(stage, total=total)
+        self.p.update(self.tasks[stage], completed=done)
+
+
+def register(app: typer.Typer) -> None:
+    """Add train, refine and eval to the `flywheel` app."""
+
+    @app.command()
+    def train(
+        task: Annotated[str, typer.Option(help="Task to train on (its corpus episodes).")],
+        algo: Annotated[str, typer.Option(help="bc (one-step) or multistep.")] = "multistep",
+        steps: Annotated[
+            int, typer.Option(help="Gradient steps per stage (BC, IQL, improvement).")
+        ] = 3000,
+        gate_every: Annotated[int, typer.Option(help="Improvement steps per generation.")] = 250,
+        seed: Annotated[int, typer.Option()] = 0,
+        failure_weight: Annotated[float, typer.Option(help="BC weight of failed episodes.")] = 0.0,
+        sim_gate: Annotated[
+            bool, typer.Option(help="Gate generations on sim rollouts too.")
+        ] = True,
+        cameras: Annotated[str, typer.Option(help="Comma-separated cameras the policy sees.")] = "",
+        corpus: CorpusOpt = None,
+        env: EnvOpt = None,
+        json: JsonOpt = False,
+    ) -> None:
+        """Train a policy on the corpus snapshot of TASK; re-running resumes a killed run."""
+        from dataclasses import replace
+
+        from flywheel.corpus import Corpus
+        from flywheel.training import OfflineConfig, train_offline
+
+        if algo not in ("bc", "multistep"):
+            raise typer.BadParameter("--algo must be bc or multistep")
+        cfg = OfflineConfig(
+            task=task,
+            algo=algo,  # type: ignore[arg-type]
+            seed=seed,
+            bc_steps=steps,
+            iql_steps=steps,
+            failure_weight=failure_weight,
+            cameras=tuple(c for c in cameras.split(",") if c),
+        )
+        cfg = replace(
+            cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps))
+        )
+        env_fn = env_factory(task, env) if sim_gate and algo == "multistep" else None
+        with _Bars(not json) as bars:
+            out = train_offline(Corpus(corpus or default_corpus_path()), cfg, home=flywheel_home(), env_fn=env_fn, progress=bars)  # fmt: skip
+        if json:
+            emit_json(out)
+            return
+        console.print(f"bundle: {out['bundle']}")
+        gens = out["metrics"].get("generations", [])
+        if gens:
+            cols = ["generation", "step", "ope_candidate", "ope_accepted", "sim_candidate", "sim_accepted", "accepted", "reason"]  # fmt: skip
+            table("generations", gens, cols)
+
+    @app.command()
+    def refine(
+        bundle: Annotated[str, typer.Argument(help="Bundle path or name.")],
+        task: Annotated[str, typer.Option(help="Task to refine on.")],
+        env_steps: Annotated[int, typer.Option(help="Online env-step budget.")] = 20_000,
+        algo: Annotated[str, typer.Option(help="ppo or sac.")] = "ppo",
+        seed: Annotated[int, typer.Option()] = 0,
+        eval_episodes: Annotated[int, typer.Option()] = 20,
+        record: Annotated[bool, typer.Option(help="Append online episodes to the corpus.")] = True,
+        corpus: CorpusOpt = None,
+        env: EnvOpt = None,
+        json: JsonOpt = False,
+    ) -> None:
+        """Refine a bundle with online RL; online episodes go to the corpus as `online`."""
+        from flywheel.corpus import Corpus
+        from flywheel.online import RefineConfig
+        from flywheel.online import refine as run_refine
+        from flywheel.policies import load_bundle
+
+        if algo not in ("ppo", "sac"):
+            raise typer.BadParameter("--algo must be ppo or sac")
+        src = resolve_bundle(bundle)
+        b = load_bundle(src)
+        out = flywheel_home() / "bundles" / f"{src.name}-{algo}-s{seed}-{env_steps}"
+        c = Corpus.open_or_create(corpus or default_corpus_path()) if record else None
+        cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes)  # type: ignore[arg-type]
+        with _Bars(not json) as bars:
+            res = run_refine(b, env_factory(task, env), cfg, out=out, corpus=c, progress=lambda d, t: bars("online", d, t))  # fmt: skip
+        if json:
+            emit_json(res)
+        else:
+            key_values("refine", {k: v for k, v in res.items() if k != "metrics"})
+
+    @app.command("eval")
+    def eval_(
+        bundle: Annotated[str, typer.Argument(help="Bundle path or name.")],
+        task: Annotated[str, typer.Option(help="Task to evaluate on.")],
+        episodes: Annotated[int, typer.Option()] = 20,
+        seed: Annotated[int, typer.Option()] = 0,
+        variation: Annotated[
+            str, typer.Option(help="Sim domain-randomisation condition.")
+        ] = "none",
+        env: EnvOpt = None,
+        json: JsonOpt = False,
+    ) -> None:
+        """Success rate and return of a bundle over seeded episodes."""
+        from flywheel.evaluation import evaluate
+        from flywheel.policies import NumpyPolicy, load_bundle
+
+        b = load_bundle(resolve_bundle(bundle), with_value=False)
+        r = evaluate(
+            NumpyPolicy(b.actor), env_factory(task, env, variation), episodes=episodes, seed=seed
+        )
+        emit_json(r.to_json()) if json else key_values("eval", r.to_json())

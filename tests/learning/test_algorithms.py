@@ -1,0 +1,178 @@
+"""The shared contract: every algorithm's `update` runs, and fits a fixed batch (loss decreases)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from flywheel.algorithms.base import (
+    DataKind,
+    MixedSource,
+    OfflineSource,
+    ReplaySource,
+    UpdateSchedule,
+)
+from flywheel.algorithms.bc import BC, BCConfig, bc_loss
+from flywheel.algorithms.iql import IQLConfig, IQLCritic, expectile_loss
+from flywheel.algorithms.multistep import (
+    GateDecision,
+    MultiStepConfig,
+    MultiStepImprover,
+    decide,
+    ppo_clip_loss,
+)
+from flywheel.algorithms.ppo import PPO, PPOConfig, gae
+from flywheel.algorithms.sac import SAC, SACConfig
+from flywheel.policies import GaussianActor, Normalizer, PolicySpec, ValueNet
+
+
+def _spec(cache) -> PolicySpec:
+    return PolicySpec(
+        obs_shapes={k: v.shape[1:] for k, v in cache.obs.items()},
+        action_dim=cache.action.shape[1],
+        hidden=(64, 64),
+    )
+
+
+def _norm(cache, spec) -> Normalizer:
+    return Normalizer.from_stats(spec.obs_shapes, cache.stats)
+
+
+def _make(name, cache):
+    torch.manual_seed(0)
+    spec = _spec(cache)
+    norm = _norm(cache, spec)
+    if name == "bc":
+        return BC(spec, norm, BCConfig(lr=3e-3)), "loss"
+    if name == "bc-ensemble":
+        return BC(spec, norm, BCConfig(lr=3e-3, ensemble=3)), "nll"
+    if name == "iql":
+        return IQLCritic(spec, norm, IQLConfig(lr=1e-3)), "q_loss"
+    if name == "multistep":
+        critic = IQLCritic(spec, norm)
+        return MultiStepImprover(
+            GaussianActor(spec, norm), critic, MultiStepConfig(lr=1e-3)
+        ), "loss"
+    if name == "ppo":
+        return PPO(
+            GaussianActor(spec, norm),
+            ValueNet(spec, norm),
+            PPOConfig(critic_warmup=0, critic_lr=1e-3, value_clip=10.0),
+        ), "value_loss"
+    if name == "sac":
+        return SAC(spec, norm, SACConfig(lr=1e-3)), "q_loss"
+    raise AssertionError(name)
+
+
+def _ppo_batch(algo, batch):
+    with torch.no_grad():
+        d = algo.actor.dist(batch["obs"])
+        a = d.sample()
+        return {"obs": batch["obs"], "action": a, "logp": d.log_prob(a), "adv": batch["reward"] - batch["reward"].mean(),
+                "ret": batch["reward"] * 10, "v_old": torch.zeros_like(batch["reward"])}  # fmt: skip
+
+
+ALGOS = ["bc", "bc-ensemble", "iql", "multistep", "ppo", "sac"]
+
+
+@pytest.mark.parametrize("name", ALGOS)
+def test_every_algorithm_updates_and_fits_a_fixed_batch(tiny_cache, name):
+    algo, key = _make(name, tiny_cache)
+    assert isinstance(algo.schedule, UpdateSchedule) and isinstance(algo.data, DataKind)
+    batch = OfflineSource(tiny_cache, seed=0).sample(128)
+    if name == "ppo":
+        batch = _ppo_batch(algo, batch)
+    first = algo.update(batch)
+    assert all(np.isfinite(v) for v in first.values()), first
+    losses = [algo.update(batch)[key] for _ in range(150)]
+    first, last = np.mean(losses[:20]), np.mean(losses[-20:])
+    assert last < first - 0.05 * abs(first) - 1e-4, (losses[:3], losses[-3:])
+    state = algo.state_dict()
+    fresh, _ = _make(name, tiny_cache)
+    fresh.load_state_dict(copy.deepcopy(state))  # the checkpoint contract
+
+
+def test_bc_ensemble_diversity_term_pushes_members_apart():
+    logps = torch.tensor([[-1.0, -2.0], [-1.5, -0.5], [-3.0, -3.0]], requires_grad=True)
+    plain, _ = bc_loss(logps, diversity=0.0)
+    (g_plain,) = torch.autograd.grad(plain, logps)
+    div, m = bc_loss(logps, diversity=0.1)
+    (g_div,) = torch.autograd.grad(div, logps)
+    assert "diversity" in m
+    # member 2 is nobody's closest rival: only its own likelihood term acts on it
+    assert torch.allclose(g_div[2], g_plain[2] * 1.1)
+    # where member 1 is member 0's closest rival (sample 0), its likelihood is pushed down less
+    assert g_div[1, 0] > g_plain[1, 0] * 1.1
+
+
+def test_expectile_weights_positive_errors_more():
+    d = torch.tensor([1.0, -1.0])
+    assert expectile_loss(d[:1], 0.9) > expectile_loss(d[1:], 0.9)
+    assert expectile_loss(d[:1], 0.5) == expectile_loss(d[1:], 0.5)
+
+
+def test_ppo_clip_loss_ignores_gains_beyond_the_clip():
+    adv = torch.tensor([1.0])
+    near, _ = ppo_clip_loss(torch.tensor([0.01]), torch.tensor([0.0]), adv, 0.2)
+    far, m = ppo_clip_loss(torch.tensor([1.0]), torch.tensor([0.0]), adv, 0.2)
+    assert far.item() == pytest.approx(-1.2) and near.item() == pytest.approx(-np.exp(0.01))
+    assert m["clip_frac"] == 1.0
+
+
+def test_gae_matches_hand_computation():
+    r = torch.tensor([[1.0], [1.0]])
+    v = torch.tensor([[0.5], [0.5]])
+    nv = torch.tensor([[0.5], [2.0]])
+    done = torch.tensor([[0.0], [1.0]])
+    adv, ret = gae(r, v, nv, done, gamma=0.9, lam=0.5)
+    d1 = 1.0 - 0.5  # terminal: no bootstrap
+    d0 = 1.0 + 0.9 * 0.5 - 0.5
+    assert adv[1, 0].item() == pytest.approx(d1)
+    assert adv[0, 0].item() == pytest.approx(d0 + 0.9 * 0.5 * d1)
+    assert torch.allclose(ret, adv + v)
+
+
+def test_gate_rejects_a_worse_generation_and_accepts_a_better_one():
+    worse = decide(
+        GateDecision(
+            generation=1,
+            step=100,
+            ope_candidate=0.9,
+            ope_accepted=1.0,
+            sim_candidate=0.4,
+            sim_accepted=0.6,
+        ),
+        0.05,
+    )
+    assert not worse.accepted and "OPE" in worse.reason and "sim success" in worse.reason
+    small = decide(GateDecision(generation=2, step=200, ope_candidate=1.02, ope_accepted=1.0), 0.05)
+    assert not small.accepted  # within the margin: OPE is right only ~80% of the time
+    better = decide(
+        GateDecision(
+            generation=3,
+            step=300,
+            ope_candidate=1.2,
+            ope_accepted=1.0,
+            sim_candidate=0.8,
+            sim_accepted=0.6,
+        ),
+        0.05,
+    )
+    assert better.accepted
+    tie = decide(GateDecision(generation=4, step=400, ope_candidate=1.2, ope_accepted=1.0, sim_candidate=0.6, sim_accepted=0.6,
+                              sim_return_candidate=5.0, sim_return_accepted=6.0), 0.05)  # fmt: skip
+    assert not tie.accepted
+
+
+def test_mixed_source_takes_half_from_each(tiny_cache):
+    off = OfflineSource(tiny_cache, seed=0)
+    rep = ReplaySource(capacity=100)
+    b = off.sample(10)
+    rep.add({k: v.numpy() for k, v in b["obs"].items()}, np.full((10, 4), 7.0, np.float32), np.zeros(10, np.float32),
+            {k: v.numpy() for k, v in b["next_obs"].items()}, np.zeros(10, np.float32))  # fmt: skip
+    mixed = MixedSource(off, rep).sample(64)
+    assert mixed["action"].shape == (64, 4)
+    assert int((mixed["action"] == 7.0).all(-1).sum()) == 32

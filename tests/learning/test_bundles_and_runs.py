@@ -1,0 +1,177 @@
+"""Bundles round-trip and refuse pickles and tampering; runs are deterministic and resume exactly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from flywheel.algorithms.multistep import MultiStepConfig
+from flywheel.corpus import Corpus
+from flywheel.corpus.synthetic import synthetic_episode
+from flywheel.ope import DynamicsConfig
+from flywheel.policies import (
+    BundleError,
+    GaussianActor,
+    Normalizer,
+    NumpyPolicy,
+    PolicySpec,
+    ValueNet,
+    load_bundle,
+    save_bundle,
+)
+from flywheel.training import OfflineConfig, OfflineRun, train_offline
+
+
+def _actor(cameras=None):
+    spec = PolicySpec(
+        obs_shapes={"a": (3,), "b": (2, 2)}, action_dim=2, hidden=(32,), cameras=cameras or {}
+    )
+    norm = Normalizer(spec.obs_shapes)
+    norm.mean_a.fill_(0.5)
+    norm.std_b.fill_(2.0)
+    return GaussianActor(spec, norm), ValueNet(spec, norm, layer_norm=True)
+
+
+def _obs(n=5, cameras=None):
+    rng = np.random.default_rng(0)
+    o = {
+        "a": rng.normal(size=(n, 3)).astype(np.float32),
+        "b": rng.normal(size=(n, 2, 2)).astype(np.float32),
+    }
+    for c, s in (cameras or {}).items():
+        o[c] = rng.integers(0, 255, size=(n, *s)).astype(np.uint8)
+    return o
+
+
+@pytest.mark.parametrize("cameras", [None, {"front": (24, 24, 3)}])
+def test_bundle_round_trip_gives_identical_actions(tmp_path, cameras):
+    actor, value = _actor(cameras)
+    p = save_bundle(
+        tmp_path / "b",
+        actor,
+        task="reach",
+        control_hz=20.0,
+        lineage={"algorithm": "bc"},
+        value=value,
+    )
+    b = load_bundle(p)
+    obs = _obs(cameras=cameras)
+    np.testing.assert_array_equal(NumpyPolicy(actor)(obs), NumpyPolicy(b.actor)(obs))
+    assert b.value is not None and b.schema["task"] == "reach" and b.schema["control_hz"] == 20.0
+    assert b.lineage["algorithm"] == "bc" and b.lineage["environment"]["threads"] >= 1
+    assert (
+        json.loads((p / "normalizer.json").read_text())["hash"]
+        == actor.encoder.normalizer.fingerprint()
+    )
+    with pytest.raises(BundleError, match="immutable"):
+        save_bundle(p, actor, task="reach", control_hz=20.0, lineage={})
+
+
+def test_pickled_checkpoint_is_refused(tmp_path):
+    actor, _ = _actor()
+    p = save_bundle(tmp_path / "b", actor, task="reach", control_hz=20.0, lineage={})
+    torch.save(actor.state_dict(), p / "model.pt")
+    with pytest.raises(BundleError, match="refusing pickle"):
+        load_bundle(p)
+    (p / "model.pt").unlink()
+    (p / "weights.safetensors").write_bytes(b"\x80\x04" + b"x" * 64)  # a pickle header in disguise
+    with pytest.raises(BundleError, match=r"hash mismatch|safetensors"):
+        load_bundle(p)
+
+
+def test_tampered_bundle_is_refused(tmp_path):
+    actor, _ = _actor()
+    p = save_bundle(tmp_path / "b", actor, task="reach", control_hz=20.0, lineage={})
+    schema = json.loads((p / "schema.json").read_text())
+    schema["action"]["high"] = 100.0
+    (p / "schema.json").write_text(json.dumps(schema))
+    with pytest.raises(BundleError, match=r"schema\.json: content hash mismatch"):
+        load_bundle(p)
+
+
+def _cfg(**kw) -> OfflineConfig:
+    base = OfflineConfig(
+        task="reach",
+        bc_steps=120,
+        iql_steps=120,
+        hidden=(32, 32),
+        batch_size=64,
+        checkpoint_every=50,
+        multistep=MultiStepConfig(steps=120, gate_every=40, ope_states=64),
+        dynamics=DynamicsConfig(steps=40, members=3, elites=2, hidden=(32,)),
+    )
+    return replace(base, **kw)
+
+
+def _weights(result) -> dict[str, torch.Tensor]:
+    return load_file(Path(result["bundle"]) / "weights.safetensors")
+
+
+def _corpus(path) -> Corpus:
+    c = Corpus.create(path)
+    for s in range(10):
+        c.append(synthetic_episode(s, length=15 + s % 4))
+    return c
+
+
+def test_same_seed_same_bundle_and_generations_are_recorded(tmp_path):
+    a = train_offline(_corpus(tmp_path / "a.zarr"), _cfg(), home=tmp_path / "ha")
+    b = train_offline(_corpus(tmp_path / "b.zarr"), _cfg(), home=tmp_path / "hb")
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    gens = a["metrics"]["generations"]
+    assert [g["generation"] for g in gens] == [0, 1, 2, 3]
+    assert all(g["ope_accepted"] is not None for g in gens)
+    assert all(isinstance(g["accepted"], bool) and g["reason"] for g in gens)
+    lineage = load_bundle(a["bundle"]).lineage
+    assert lineage["snapshot"]["episodes"] == 10 and lineage["algorithm"] == "multistep"
+    assert lineage["generations"] == gens and lineage["seed"] == 0
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [("bc", 70), ("iql", 110), ("multistep", 90)])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, kill_at):
+    ref = train_offline(_corpus(tmp_path / "r.zarr"), _cfg(), home=tmp_path / "hr")
+    corpus = _corpus(tmp_path / "k.zarr")
+
+    def die(stage, step, total):
+        if (stage, step) == kill_at:
+            raise _Killed  # after the checkpoint at step 50 (or 100): later work is lost
+
+    with pytest.raises(_Killed):
+        OfflineRun(corpus, _cfg(), home=tmp_path / "hk", progress=die).run()
+    resumed = OfflineRun(corpus, _cfg(), home=tmp_path / "hk")
+    assert resumed.stage == kill_at[0] and 0 < resumed.step < kill_at[1]
+    out = resumed.run()
+    wr, wk = _weights(ref), _weights(out)
+    assert all(torch.equal(wr[k], wk[k]) for k in wr)
+    assert out["metrics"]["generations"] == ref["metrics"]["generations"]
+    assert (
+        train_offline(corpus, _cfg(), home=tmp_path / "hk")["bundle"] == out["bundle"]
+    )  # done: no-op
+
+
+def test_image_policy_trains_on_a_tiny_image_corpus(tmp_path):
+    c = Corpus.create(tmp_path / "img.zarr")
+    for s in range(6):
+        c.append(synthetic_episode(s, length=12, cameras=("front",), image_size=32))
+    run = OfflineRun(c, _cfg(algo="bc", cameras=("front",), bc_steps=80), home=tmp_path / "h")
+    assert run.spec.cameras == {"front": (32, 32, 3)}
+    losses = []
+    for _ in range(80):
+        losses.append(run.bc.update(run.bc_source.sample(32))["loss"])
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    out = run.run()
+    b = load_bundle(out["bundle"])
+    obs = {k: v[:3] for k, v in run.cache.obs.items()} | {"front": run.cache.images["front"][:3]}
+    assert NumpyPolicy(b.actor)(obs).shape == (3, 4)
+    assert b.schema["observation"]["front"] == {"shape": [32, 32, 3], "dtype": "uint8"}
