@@ -1,0 +1,268 @@
+"""Learning benchmark: update speed vs d3rlpy, online PPO speed vs Stable-Baselines3, quality.
+
+    python -m benchmarks.learning [--quick] [--only offline_speed,online_speed,quality]
+
+Side by side in one run, same data, [256, 256] networks, batch 256, one thread:
+- offline_speed: seconds per 1k gradient steps of our BC, IQL critic + multi-step policy update
+  (the IQL-based update), vs d3rlpy 2.8.1 BC / IQL / TD3+BC (subprocess in ./.venv-peers, see
+  scripts/bench_env.sh). Floor: ours <= 0.5x d3rlpy's IQL.
+- online_speed: our PPO env steps/s including updates vs SB3 2.9.2 PPO with the same rollout,
+  epochs, minibatch and networks, on Hopper-v5 and on our `lift`. Floor: 2x SB3.
+- quality: from noisy expert demos of a sim task, success of BC, of multi-step offline, and of
+  online refinement, on the same evaluation seeds (our algorithms; peers: see docs/benchmarks.md).
+JSON lines on stdout, tables on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from flywheel.algorithms.base import OfflineSource
+from flywheel.algorithms.bc import BC
+from flywheel.algorithms.iql import IQLCritic
+from flywheel.algorithms.multistep import MultiStepImprover
+from flywheel.algorithms.ppo import PPOConfig
+from flywheel.corpus import Corpus, CorpusConfig, Filter, TrainingCache
+from flywheel.online import RefineConfig, refine
+from flywheel.policies import (
+    GaussianActor,
+    Normalizer,
+    PolicySpec,
+    ValueNet,
+    load_bundle,
+    save_bundle,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
+ROWS: list[dict] = []
+
+
+def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
+    row = {"bench": "learning", "metric": metric, "ours": round(ours, 5), "anchor": anchor}
+    if anchor_value is not None:
+        row |= {"anchor_value": round(anchor_value, 5), "ratio": round(ours / anchor_value, 4)}
+    row.update(extra)
+    ROWS.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def lift_corpus(tmp: Path, episodes: int, noise: float | None = None) -> Corpus:
+    import sim
+    from sim.collect import collect
+
+    path = tmp / "lift.zarr"
+    collect(
+        "lift",
+        episodes,
+        noise=sim.DEFAULT_NOISE if noise is None else noise,
+        seed=0,
+        corpus_path=path,
+    )
+    return Corpus(path, CorpusConfig(durable=False))
+
+
+def _time(fn, steps: int) -> float:
+    for _ in range(20):
+        fn()
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t) / steps * 1000
+
+
+def offline_speed(quick: bool, tmp: Path) -> None:
+    torch.set_num_threads(1)
+    steps, reps = (300, 2) if quick else (1000, 3)
+    corpus = lift_corpus(tmp, 60 if quick else 200)
+    cache = TrainingCache.build(corpus, corpus.snapshot(Filter(task="lift")))
+    spec = PolicySpec(obs_shapes={k: v.shape[1:] for k, v in cache.obs.items()}, action_dim=cache.action.shape[1], hidden=(256, 256))  # fmt: skip
+    norm = Normalizer.from_stats(spec.obs_shapes, cache.stats)
+    src = OfflineSource(cache, seed=0)
+    bc, iql = BC(spec, norm), IQLCritic(spec, norm)
+    imp = MultiStepImprover(GaussianActor(spec, norm), iql)
+
+    def iql_based():  # what one step of the retrain costs: critic + policy improvement
+        iql.update(src.sample(256))
+        imp.update(src.sample(256))
+
+    keys = sorted(cache.obs)
+    obs = np.concatenate([cache.obs[k].reshape(len(cache.obs[k]), -1) for k in keys], 1)
+    keep = np.ones(len(obs), bool)
+    keep[cache.obs_start + cache.lengths] = False
+    ends = cache.act_start + cache.lengths - 1
+    timeouts = cache.truncated.copy()
+    timeouts[ends] = ~cache.terminated[ends]
+    npz = tmp / "offline.npz"
+    np.savez(npz, observations=obs[keep], actions=cache.action, rewards=cache.reward,
+             terminals=cache.terminated.astype(np.float32), timeouts=timeouts.astype(np.float32))  # fmt: skip
+    ours = {"bc": [], "iql": []}
+    peer = {"bc": [], "iql": [], "td3bc": []}
+    for _ in range(reps):
+        ours["bc"].append(_time(lambda: bc.update(src.sample(256)), steps))
+        ours["iql"].append(_time(iql_based, steps))
+        if PEER_PY.exists():
+            for algo in peer:
+                out = subprocess.run([str(PEER_PY), str(ROOT / "benchmarks/peers/d3rlpy_updates.py"), str(npz), algo, str(steps)],
+                                     capture_output=True, text=True, timeout=900)  # fmt: skip
+                if out.returncode == 0:
+                    peer[algo].append(
+                        json.loads(out.stdout.strip().splitlines()[-1])["sec_per_1k_steps"]
+                    )
+                else:
+                    print(out.stderr[-1500:], file=sys.stderr)
+    med = statistics.median
+    info = {"batch": 256, "hidden": [256, 256], "transitions": cache.num_steps, "threads": 1}
+    emit(
+        "sec_per_1k_steps_bc",
+        med(ours["bc"]),
+        "d3rlpy-2.8.1-bc",
+        med(peer["bc"]) if peer["bc"] else None,
+        **info,
+    )
+    emit("sec_per_1k_steps_iql_critic_plus_policy", med(ours["iql"]), "d3rlpy-2.8.1-iql",
+         med(peer["iql"]) if peer["iql"] else None, floor_ratio_max=0.5, **info)  # fmt: skip
+    emit("sec_per_1k_steps_iql_critic_plus_policy", med(ours["iql"]), "d3rlpy-2.8.1-td3bc",
+         med(peer["td3bc"]) if peer["td3bc"] else None, **info)  # fmt: skip
+    if not PEER_PY.exists():
+        print("d3rlpy skipped: run `bash scripts/bench_env.sh`", file=sys.stderr)
+
+
+def _fresh_bundle(env: gym.Env, path: Path) -> Path:
+    """An untrained actor/value for an env (identity normaliser), to time PPO from scratch."""
+    space = env.observation_space
+    shapes = (
+        {k: s.shape for k, s in space.spaces.items()}
+        if isinstance(space, gym.spaces.Dict)
+        else {"state": space.shape}
+    )
+    spec = PolicySpec(obs_shapes=shapes, action_dim=env.action_space.shape[0], hidden=(256, 256))
+    norm = Normalizer(spec.obs_shapes)
+    return save_bundle(
+        path,
+        GaussianActor(spec, norm, init_log_std=0.0),
+        task="bench",
+        control_hz=20.0,
+        lineage={},
+        value=ValueNet(spec, norm),
+    )
+
+
+def online_speed(quick: bool, tmp: Path) -> None:
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    import sim
+
+    torch.set_num_threads(1)
+    steps = 4096 if quick else 20_480
+    n_envs, rollout, epochs, mb = 8, 256, 5, 256
+    envs = {
+        "Hopper-v5": lambda: gym.make("Hopper-v5"),
+        "lift": lambda: gym.make(sim.GYM_IDS["lift"]),
+    }
+    for name, fn in envs.items():
+        b = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
+        cfg = RefineConfig(env_steps=steps, eval_episodes=1, ppo=PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0))  # fmt: skip
+        out = refine(b, fn, cfg, out=tmp / f"ppo-{name}")
+        policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
+        vec = make_vec_env(fn, n_envs=n_envs, seed=0)
+        model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
+                       policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
+        t = time.perf_counter()
+        model.learn(total_timesteps=steps)
+        sb3 = steps / (time.perf_counter() - t)
+        emit("ppo_env_steps_per_s", out["env_steps_per_s"], "sb3-2.9.2-ppo", sb3, env=name, env_steps=steps,
+             num_envs=n_envs, floor_ratio_min=2.0)  # fmt: skip
+
+
+def quality(quick: bool, tmp: Path) -> None:
+    """BC vs multi-step vs online refinement on a sim task, from noisy expert demos."""
+    from dataclasses import replace
+
+    import sim
+    from flywheel.evaluation import evaluate
+    from flywheel.policies import NumpyPolicy
+    from flywheel.training import OfflineConfig, train_offline
+
+    tasks = ["lift"] if quick else ["push", "lift", "pick_place", "drawer"]
+    for task in tasks:
+        from sim.collect import collect
+
+        path = tmp / f"q-{task}.zarr"
+        collect(task, 50, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
+        corpus = Corpus(path)
+        env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
+        steps = 1000 if quick else 5000
+        base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
+        base = replace(
+            base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1))
+        )
+        bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
+        ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn)
+        ev = lambda p: (
+            evaluate(NumpyPolicy(load_bundle(p).actor), env_fn, episodes=50, seed=123).success_rate
+        )
+        s_bc, s_ms = ev(bc["bundle"]), ev(ms["bundle"])
+        budget = 20_000 if quick else 300_000
+        ref = refine(load_bundle(ms["bundle"]), env_fn, RefineConfig(env_steps=budget, eval_episodes=50, eval_seed=123), out=tmp / f"ref-{task}", corpus=corpus)  # fmt: skip
+        emit("success_multistep_vs_bc", s_ms, "our-bc", s_bc, task=task, demos=50, steps=steps)
+        emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, env_steps=budget)  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="offline_speed,online_speed,quality")
+    args = ap.parse_args()
+    import stable_baselines3
+
+    print(json.dumps({"bench": "learning", "metric": "versions", "torch": torch.__version__, "numpy": np.__version__,
+                      "gymnasium": gym.__version__, "sb3": stable_baselines3.__version__, "python": platform.python_version(),
+                      "threads": 1, "quick": args.quick}), flush=True)  # fmt: skip
+    only = set(args.only.split(","))
+    with tempfile.TemporaryDirectory(prefix="fw-learn-") as d:
+        tmp = Path(d)
+        for name, fn in (
+            ("offline_speed", offline_speed),
+            ("online_speed", online_speed),
+            ("quality", quality),
+        ):
+            if name in only:
+                fn(args.quick, tmp)
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="learning benchmark (ratio = ours / anchor)")
+    for col in ("metric", "ours", "anchor", "anchor_value", "ratio", "env", "task"):
+        t.add_column(col)
+    for r in ROWS:
+        t.add_row(
+            *(
+                str(r.get(k, ""))
+                for k in ("metric", "ours", "anchor", "anchor_value", "ratio", "env", "task")
+            )
+        )
+    Console(stderr=True).print(t)
+
+
+if __name__ == "__main__":
+    main()
