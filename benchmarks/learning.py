@@ -216,10 +216,12 @@ def quality(quick: bool, tmp: Path) -> None:
         )
         bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
         ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn)
-        ev = lambda p: (
-            evaluate(NumpyPolicy(load_bundle(p).actor), env_fn, episodes=50, seed=123).success_rate
+        s_bc, s_ms = (
+            evaluate(
+                NumpyPolicy(load_bundle(r["bundle"]).actor), env_fn, episodes=50, seed=123
+            ).success_rate
+            for r in (bc, ms)
         )
-        s_bc, s_ms = ev(bc["bundle"]), ev(ms["bundle"])
         budget = 20_000 if quick else 300_000
         ref = refine(load_bundle(ms["bundle"]), env_fn, RefineConfig(env_steps=budget, eval_episodes=50, eval_seed=123), out=tmp / f"ref-{task}", corpus=corpus)  # fmt: skip
         emit("success_multistep_vs_bc", s_ms, "our-bc", s_bc, task=task, demos=50, steps=steps)
