@@ -139,6 +139,9 @@ def _json(config: RefineConfig) -> dict[str, Any]:
 def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, progress: Progress | None) -> tuple[Any, ValueNet, dict]:  # fmt: skip
     cfg = config.ppo
     actor = copy.deepcopy(bundle.actor).train()
+    if not actor.spec.squash:
+        with torch.no_grad():
+            actor.log_std.clamp_(max=float(np.log(cfg.max_init_std)))
     if bundle.value is not None:
         value = copy.deepcopy(bundle.value).train()
     else:

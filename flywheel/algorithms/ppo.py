@@ -52,6 +52,9 @@ class PPOConfig:
     """Max gradient norm."""
     adam_eps: float = 1e-5
     """Adam epsilon (PPO implementation detail that matters)."""
+    max_init_std: float = 0.2
+    """Cap on the starting exploration std: a BC std fitted to noisy demos makes the first
+    rollouts fail where the deterministic policy succeeds."""
 
     def __post_init__(self) -> None:
         if self.num_envs < 1 or self.rollout_steps < 1 or not 0 < self.clip < 1:
