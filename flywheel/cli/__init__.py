@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flywheel.cli import corpus, learn
+from flywheel.cli import collect, corpus, learn
 
 app = typer.Typer(
     name="flywheel",
@@ -15,13 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(corpus.app, name="corpus")
 learn.register(app)
-
-try:  # sim collection (needs MuJoCo); the library itself never imports sim
-    from flywheel.cli import collect as _collect
-except ImportError:  # pragma: no cover - collect.py arrives with the sim package
-    _collect = None
-if _collect is not None:
-    _collect.register(app)
+collect.register(app)  # imports sim lazily, inside the command
 
 
 def main() -> None:
