@@ -196,17 +196,20 @@ def _collect(pool: EnvPool, actor: Any, value: ValueNet, T: int, g: torch.Genera
     """A (T, N) on-policy rollout with values for GAE (truncations bootstrap from V(final))."""
     obs_l, act_l, logp_l, val_l, rew_l, done_l, nv_l = [], [], [], [], [], [], []
     obs = to_torch(pool.batch())
+    v = value(obs)
     for _ in range(T):
         d = actor.dist(obs)
         loc, scale = d.base_dist.loc, d.base_dist.scale
         a = loc + scale * torch.randn(loc.shape, generator=g)
-        v = value(obs)
         next_obs, r, term, _trunc, final, finished = pool.step(a.clamp(-1, 1).numpy())
         sink(finished)
         nxt = to_torch(next_obs)
-        nv = value(nxt)
-        for i, fo in final.items():  # V of the true last state, not the reset one
-            nv[i] = value(to_torch({k: np.asarray(x)[None] for k, x in fo.items()}))[0]
+        v_next = value(nxt)  # V of the next step's observation: reused as that step's V
+        nv = v_next.clone()
+        if final:  # finished envs: bootstrap from the true last state, not the reset one
+            idx = sorted(final)
+            fo = to_torch({k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]})
+            nv[idx] = value(fo)
         obs_l.append(obs)
         act_l.append(a)
         logp_l.append(d.log_prob(a))
@@ -214,7 +217,7 @@ def _collect(pool: EnvPool, actor: Any, value: ValueNet, T: int, g: torch.Genera
         rew_l.append(torch.as_tensor(r))
         done_l.append(torch.as_tensor(term, dtype=torch.float32))
         nv_l.append(nv)
-        obs = nxt
+        obs, v = nxt, v_next
     return {
         "obs": {k: torch.stack([o[k] for o in obs_l]) for k in obs_l[0]},
         "action": torch.stack(act_l),
