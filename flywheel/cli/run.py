@@ -1,0 +1,65 @@
+"""`flywheel run`: whole flywheel rounds on the embedded default (local files, ephemeral Prefect)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from flywheel.cli.output import console, emit_json, table
+from flywheel.home import flywheel_home
+
+
+def register(app: typer.Typer) -> None:
+    """Add `run` to the `flywheel` app."""
+
+    @app.command()
+    def run(
+        rounds: Annotated[int, typer.Option(help="Turns of the loop.")] = 2,
+        tasks: Annotated[str, typer.Option(help="Comma-separated sim tasks.")] = "lift",
+        demos: Annotated[int, typer.Option(help="Expert demos per task in round 1.")] = 50,
+        policy_episodes: Annotated[int, typer.Option(help="Deployed-policy episodes per task per later round.")] = 30,
+        steps: Annotated[int, typer.Option(help="Gradient steps per offline stage.")] = 2000,
+        online_steps: Annotated[int, typer.Option(help="Online env-step budget per round.")] = 20_000,
+        eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per policy.")] = 50,
+        seed: Annotated[int, typer.Option()] = 0,
+        json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Run full rounds: collect -> retrain (BC, multi-step) -> refine online -> deploy."""
+        from pipelines.settings import configure
+
+        home = flywheel_home().resolve()
+        configure(home)
+        from pipelines.flows import RoundConfig, flywheel_rounds
+
+        cfg = RoundConfig(
+            tasks=tuple(t for t in tasks.split(",") if t),
+            demos=demos,
+            policy_episodes=policy_episodes,
+            steps=steps,
+            online_steps=online_steps,
+            eval_episodes=eval_episodes,
+            seed=seed,
+        )
+        if not json:
+            console.print(f"flywheel: {rounds} round(s) of {list(cfg.tasks)} under {home}")
+        results = flywheel_rounds(rounds, asdict(cfg), str(home / "corpus.zarr"), str(home))
+        out = {
+            "rounds": [
+                {
+                    "round": r["round"],
+                    "tasks": {t: {k: v[k] for k in ("bc", "multistep", "online", "deployed")} for t, v in r["tasks"].items()},
+                    "deployed": r["deployed"],
+                }
+                for r in results
+            ],
+            "report": str(home / "reports" / "report.md"),
+        }
+        if json:
+            emit_json(out)
+            return
+        from pipelines.report import round_rows
+
+        table("flywheel rounds", [row for r in results for row in round_rows(r)])
+        console.print(f"report: {out['report']}")

@@ -1,0 +1,84 @@
+"""Prefect artifacts for the flywheel: a metrics table per round, a markdown report with plots.
+
+Plots are PNG files under `$FLYWHEEL_HOME/reports/`, linked from the markdown artifact (the
+Prefect UI shows the table and the report; the images open from the local files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+STAGES = ("bc", "multistep", "online")
+
+
+def round_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task: success after each stage, what was deployed, episodes added."""
+    return [
+        {
+            "round": result["round"],
+            "task": t,
+            **{s: round(v[s], 3) for s in STAGES},
+            "deployed": v["deployed"],
+            "episodes_added": result["collected"][t]["episodes"],
+            "online_env_steps": v["online_env_steps"],
+            "generations_accepted": f"{v['accepted_generations']}/{v['generations']}",
+        }
+        for t, v in result["tasks"].items()
+    ]
+
+
+def publish_round(result: dict[str, Any], home: Path) -> None:
+    """Table artifact of one round (also inside a flow: Prefect attaches it to the run)."""
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(
+        key=f"flywheel-round-{result['round']}",
+        table=round_rows(result),
+        description=f"Success per task after each stage, round {result['round']}",
+    )
+
+
+def plot_rounds(results: list[dict[str, Any]], path: Path) -> Path:
+    """Success per round and stage, one line per (task, stage)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    rounds = [r["round"] for r in results]
+    for t in results[0]["tasks"]:
+        for s, style in zip(STAGES, (":", "--", "-"), strict=True):
+            ax.plot(rounds, [r["tasks"][t][s] for r in results], style, marker="o", label=f"{t} {s}")
+    ax.set(xlabel="round", ylabel="success rate", ylim=(0, 1.02), title="flywheel: success per round")
+    ax.set_xticks(rounds)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def publish_summary(results: list[dict[str, Any]], home: Path) -> str:
+    """Markdown report of all rounds with the plot and corpus composition; returns the text."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from flywheel.corpus import Corpus
+
+    png = plot_rounds(results, home / "reports" / "success_per_round.png")
+    info = Corpus(home / "corpus.zarr").info() if (home / "corpus.zarr").exists() else {}
+    lines = ["# Flywheel report", "", f"![success per round]({png.resolve().as_uri()})", "",
+             "| round | task | bc | multistep | online | deployed |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in results:
+        for row in round_rows(r):
+            lines.append(f"| {row['round']} | {row['task']} | {row['bc']} | {row['multistep']} | {row['online']} | {row['deployed']} |")  # fmt: skip
+    if info:
+        lines += ["", "## Corpus", "", f"{info['episodes']} episodes, {info['frames']} steps", "",
+                  "| source | episodes |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info["by_source"].items()]  # fmt: skip
+    text = "\n".join(lines)
+    (home / "reports").mkdir(parents=True, exist_ok=True)
+    (home / "reports" / "report.md").write_text(text)
+    create_markdown_artifact(key="flywheel-report", markdown=text, description="Flywheel rounds")
+    return text
