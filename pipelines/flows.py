@@ -18,7 +18,12 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines.report import publish_round, publish_summary
 
-IO = {"cache_policy": NO_CACHE, "persist_result": False, "retries": 2, "retry_delay_seconds": [2, 10]}
+IO = {
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+    "retries": 2,
+    "retry_delay_seconds": [2, 10],
+}
 """I/O-bound tasks: retried with backoff (a busy disk or a locked file is usually transient)."""
 COMPUTE = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -101,13 +106,18 @@ def refine_targets_task(bundles: dict[str, str], success: dict[str, float], cfg:
 
     c = RoundConfig(**{**cfg, "tasks": tuple(cfg["tasks"])})
     corp = Corpus(corpus)
-    targets = [Target(task=t, bundle=Path(b), env_fn=_env_fn(t), success=success[t]) for t, b in bundles.items()]
+    targets = [
+        Target(task=t, bundle=Path(b), env_fn=_env_fn(t), success=success[t])
+        for t, b in bundles.items()
+    ]
     chunk = max(1, c.online_steps // max(1, sum(s < c.target for s in success.values())))
     tcfg = TargetedConfig(budget=c.online_steps, chunk=chunk, threshold=c.target, eval_episodes=c.eval_episodes, eval_seed=c.eval_seed)  # fmt: skip
 
     def refine_chunk(t: Target, steps: int) -> Path:
         out = Path(home) / "bundles" / f"{t.bundle.name}-ppo{t.env_steps + steps}"
-        rcfg = RefineConfig(env_steps=steps, eval_episodes=c.eval_episodes, eval_seed=c.eval_seed, seed=c.seed)
+        rcfg = RefineConfig(
+            env_steps=steps, eval_episodes=c.eval_episodes, eval_seed=c.eval_seed, seed=c.seed
+        )
         refine(load_bundle(t.bundle), t.env_fn, rcfg, out=out, corpus=corp)
         return out
 
@@ -119,7 +129,15 @@ def collect_flow(tasks: list[str], episodes: int, corpus: str, policy: str = "ex
     """Demonstrations (expert) or deployed-policy rollouts for every task, into the corpus."""
     bundles = bundles or {}
     return {
-        t: collect_task(t, episodes, policy if t not in bundles else Path(bundles[t]).name, noise, seed, corpus, bundles.get(t))
+        t: collect_task(
+            t,
+            episodes,
+            policy if t not in bundles else Path(bundles[t]).name,
+            noise,
+            seed,
+            corpus,
+            bundles.get(t),
+        )
         for t in tasks
     }
 
@@ -137,13 +155,17 @@ def retrain_flow(tasks: list[str], corpus: str, home: str, steps: int = 2000, se
             "snapshot": ms["snapshot"],
             "generations": ms["generations"],
             "success_bc": eval_task(bc["bundle"], t, eval_episodes, eval_seed)["success_rate"],
-            "success_multistep": eval_task(ms["bundle"], t, eval_episodes, eval_seed)["success_rate"],
+            "success_multistep": eval_task(ms["bundle"], t, eval_episodes, eval_seed)[
+                "success_rate"
+            ],
         }
     return out
 
 
 @flow(name="refine")
-def refine_flow(retrained: dict[str, Any], cfg: dict[str, Any], corpus: str, home: str) -> dict[str, Any]:
+def refine_flow(
+    retrained: dict[str, Any], cfg: dict[str, Any], corpus: str, home: str
+) -> dict[str, Any]:
     """Online refinement where success is under target; tasks at target keep their policy."""
     bundles = {t: r["multistep"] for t, r in retrained.items()}
     success = {t: r["success_multistep"] for t, r in retrained.items()}
@@ -171,7 +193,9 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
         collected = collect_flow(tasks, c.demos, corpus, "expert", c.demo_noise, seed)
     else:
         collected = collect_flow(tasks, c.policy_episodes, corpus, seed=seed, bundles=deployed)
-    retrained = retrain_flow(tasks, corpus, home, c.steps, c.seed + round_no, c.eval_episodes, c.eval_seed)
+    retrained = retrain_flow(
+        tasks, corpus, home, c.steps, c.seed + round_no, c.eval_episodes, c.eval_seed
+    )
     refined = refine_flow(retrained, asdict(c), corpus, home)
     candidates = {}
     for t in tasks:
@@ -184,7 +208,10 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
     chosen = deploy_flow(candidates)
     result = {
         "round": round_no,
-        "collected": {t: {"episodes": v["episodes"], "success_rate": v["success_rate"]} for t, v in collected.items()},
+        "collected": {
+            t: {"episodes": v["episodes"], "success_rate": v["success_rate"]}
+            for t, v in collected.items()
+        },
         "tasks": {
             t: {
                 "bc": retrained[t]["success_bc"],
@@ -205,7 +232,9 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
 
 
 @flow(name="flywheel")
-def flywheel_rounds(rounds: int, cfg: dict[str, Any], corpus: str, home: str) -> list[dict[str, Any]]:
+def flywheel_rounds(
+    rounds: int, cfg: dict[str, Any], corpus: str, home: str
+) -> list[dict[str, Any]]:
     """Several turns of the loop; each round collects with the previous round's deployment."""
     from flywheel.corpus import Corpus
 

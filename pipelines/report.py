@@ -50,8 +50,12 @@ def plot_rounds(results: list[dict[str, Any]], path: Path) -> Path:
     rounds = [r["round"] for r in results]
     for t in results[0]["tasks"]:
         for s, style in zip(STAGES, (":", "--", "-"), strict=True):
-            ax.plot(rounds, [r["tasks"][t][s] for r in results], style, marker="o", label=f"{t} {s}")
-    ax.set(xlabel="round", ylabel="success rate", ylim=(0, 1.02), title="flywheel: success per round")
+            ax.plot(
+                rounds, [r["tasks"][t][s] for r in results], style, marker="o", label=f"{t} {s}"
+            )
+    ax.set(
+        xlabel="round", ylabel="success rate", ylim=(0, 1.02), title="flywheel: success per round"
+    )
     ax.set_xticks(rounds)
     ax.legend(fontsize=7)
     fig.tight_layout()

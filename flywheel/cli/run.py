@@ -19,9 +19,13 @@ def register(app: typer.Typer) -> None:
         rounds: Annotated[int, typer.Option(help="Turns of the loop.")] = 2,
         tasks: Annotated[str, typer.Option(help="Comma-separated sim tasks.")] = "lift",
         demos: Annotated[int, typer.Option(help="Expert demos per task in round 1.")] = 50,
-        policy_episodes: Annotated[int, typer.Option(help="Deployed-policy episodes per task per later round.")] = 30,
+        policy_episodes: Annotated[
+            int, typer.Option(help="Deployed-policy episodes per task per later round.")
+        ] = 30,
         steps: Annotated[int, typer.Option(help="Gradient steps per offline stage.")] = 2000,
-        online_steps: Annotated[int, typer.Option(help="Online env-step budget per round.")] = 20_000,
+        online_steps: Annotated[
+            int, typer.Option(help="Online env-step budget per round.")
+        ] = 20_000,
         eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per policy.")] = 50,
         seed: Annotated[int, typer.Option()] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
@@ -49,7 +53,10 @@ def register(app: typer.Typer) -> None:
             "rounds": [
                 {
                     "round": r["round"],
-                    "tasks": {t: {k: v[k] for k in ("bc", "multistep", "online", "deployed")} for t, v in r["tasks"].items()},
+                    "tasks": {
+                        t: {k: v[k] for k in ("bc", "multistep", "online", "deployed")}
+                        for t, v in r["tasks"].items()
+                    },
                     "deployed": r["deployed"],
                 }
                 for r in results
