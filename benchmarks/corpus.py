@@ -16,7 +16,6 @@ Human tables go to stderr. Anchors:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -35,6 +34,8 @@ import numcodecs
 import numpy as np
 import zarr
 
+from benchmarks import reporting
+from benchmarks.reporting import one_core
 from flywheel.corpus import (
     Corpus,
     CorpusConfig,
@@ -48,25 +49,10 @@ from flywheel.corpus.synthetic import synthetic_episode
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
-ROWS: list[dict] = []
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
-    """One JSON line; ratio is ours / anchor (what 'lower is better' means depends on the metric)."""
-    row = {"bench": "corpus", "metric": metric, "ours": round(ours, 6), "anchor": anchor}
-    if anchor_value is not None:
-        row["anchor_value"] = round(anchor_value, 6)
-        row["ratio"] = round(ours / anchor_value, 4) if anchor_value else None
-    row.update(extra)
-    ROWS.append(row)
-    print(json.dumps(row), flush=True)
-
-
-def one_core() -> None:
-    """Pin to one CPU: the floors are stated per core."""
-    with contextlib.suppress(AttributeError, OSError):  # not every OS can pin
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    cv2.setNumThreads(1)
+    reporting.emit("corpus", metric, ours, anchor, anchor_value, **extra)
 
 
 def varied(base, i: int):
@@ -317,20 +303,9 @@ def main() -> None:
             bench_sampling(args.quick, tmp)
         if "scaling" in only:
             bench_scaling(args.quick, tmp)
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="corpus benchmark (ratio = ours / anchor)")
-    for col in ("metric", "ours", "anchor", "anchor_value", "ratio", "episodes"):
-        t.add_column(col)
-    for r in ROWS:
-        t.add_row(
-            *(
-                str(r.get(k, ""))
-                for k in ("metric", "ours", "anchor", "anchor_value", "ratio", "episodes")
-            )
-        )
-    Console(stderr=True).print(t)
+    reporting.print_table(
+        "corpus", ("metric", "ours", "anchor", "anchor_value", "ratio", "episodes")
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ One JSON object per line on stdout; tables on stderr.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -31,27 +30,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2
 import numpy as np
 
-ROWS: list[dict] = []
+from benchmarks import reporting
+from benchmarks.reporting import one_core
+
 H, W, FPS = 480, 640, 30
 CAMERAS = ("front", "wrist")
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
-    """One JSON line; ratio is ours / anchor."""
-    row = {"bench": "ingest", "metric": metric, "ours": round(ours, 4), "anchor": anchor}
-    if anchor_value is not None:
-        row["anchor_value"] = round(anchor_value, 4)
-        row["ratio"] = round(ours / anchor_value, 4) if anchor_value else None
-    row.update(extra)
-    ROWS.append(row)
-    print(json.dumps(row), flush=True)
-
-
-def one_core() -> None:
-    """Pin to one CPU: the floor is stated per core."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    cv2.setNumThreads(1)
+    reporting.emit("ingest", metric, ours, anchor, anchor_value, digits=4, **extra)
 
 
 class _AvWriter:
@@ -216,16 +203,7 @@ def main() -> None:
             size = None if s == "native" else fi.parse_size(s)
             name = s if size else f"{H}x{W}"
             bench(name, size, root, tmp, 1 if args.quick else 3, n_frames, args.codec)
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="ingest benchmark, one core (ratio = ours / anchor)")
-    cols = ("metric", "stored", "ours", "anchor", "anchor_value", "ratio")
-    for col in cols:
-        t.add_column(col)
-    for r in ROWS:
-        t.add_row(*(str(r.get(k, "")) for k in cols))
-    Console(stderr=True).print(t)
+    reporting.print_table("ingest", ("metric", "stored", "ours", "anchor", "anchor_value", "ratio"))
 
 
 if __name__ == "__main__":

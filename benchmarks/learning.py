@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from benchmarks import reporting
 from flywheel.algorithms.base import OfflineSource
 from flywheel.algorithms.bc import BC
 from flywheel.algorithms.iql import IQLCritic
@@ -51,16 +52,10 @@ from flywheel.policies import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
-ROWS: list[dict] = []
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
-    row = {"bench": "learning", "metric": metric, "ours": round(ours, 5), "anchor": anchor}
-    if anchor_value is not None:
-        row |= {"anchor_value": round(anchor_value, 5), "ratio": round(ours / anchor_value, 4)}
-    row.update(extra)
-    ROWS.append(row)
-    print(json.dumps(row), flush=True)
+    reporting.emit("learning", metric, ours, anchor, anchor_value, digits=5, **extra)
 
 
 def lift_corpus(tmp: Path, episodes: int, noise: float | None = None) -> Corpus:
@@ -250,20 +245,9 @@ def main() -> None:
         ):
             if name in only:
                 fn(args.quick, tmp)
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title="learning benchmark (ratio = ours / anchor)")
-    for col in ("metric", "ours", "anchor", "anchor_value", "ratio", "env", "task"):
-        t.add_column(col)
-    for r in ROWS:
-        t.add_row(
-            *(
-                str(r.get(k, ""))
-                for k in ("metric", "ours", "anchor", "anchor_value", "ratio", "env", "task")
-            )
-        )
-    Console(stderr=True).print(t)
+    reporting.print_table(
+        "learning", ("metric", "ours", "anchor", "anchor_value", "ratio", "env", "task")
+    )
 
 
 if __name__ == "__main__":
