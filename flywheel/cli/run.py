@@ -70,3 +70,67 @@ def register(app: typer.Typer) -> None:
 
         table("flywheel rounds", [row for r in results for row in round_rows(r)])
         console.print(f"report: {out['report']}")
+
+    @app.command()
+    def serve(
+        status: Annotated[
+            bool, typer.Option("--status", help="Print the server and deployments.")
+        ] = False,
+        stop: Annotated[
+            bool, typer.Option("--stop", help="Stop the server and the deployments.")
+        ] = False,
+        tasks: Annotated[str, typer.Option(help="Comma-separated sim tasks.")] = "lift",
+        port: Annotated[int, typer.Option(help="Loopback port of the Prefect server.")] = 4207,
+        retrain_cron: Annotated[
+            str, typer.Option(help="Cron of the scheduled retrain.")
+        ] = "0 2 * * *",
+        retrain_threshold: Annotated[
+            int, typer.Option(help="New episodes that trigger a retrain.")
+        ] = 200,
+        steps: Annotated[int, typer.Option(help="Gradient steps per offline stage.")] = 2000,
+        online_steps: Annotated[
+            int, typer.Option(help="Online env-step budget per refine.")
+        ] = 20_000,
+        eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per policy.")] = 50,
+        json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    ) -> None:
+        """Start (or reuse) a local Prefect server and serve the flywheel's deployments."""
+        from pipelines.settings import configure
+
+        home = flywheel_home().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        configure(home)
+        from pipelines import serve as srv
+
+        if stop:
+            out = {"stopped": srv.stop_server(home)}
+            emit_json(out) if json else console.print(
+                "stopped" if out["stopped"] else "nothing to stop"
+            )
+            return
+        if status:
+            info = srv.server_status(home)
+            if info is not None:
+                import os
+
+                os.environ["PREFECT_API_URL"] = info["api_url"]
+            out = srv.status(home)
+            emit_json(out) if json else table("deployments", out["deployments"] or [{"name": "-"}])
+            return
+        api_url = srv.start_server(home, port)
+        import os
+
+        os.environ["PREFECT_API_URL"] = api_url
+        cfg = srv.ServeConfig(
+            tasks=tuple(t for t in tasks.split(",") if t),
+            retrain_cron=retrain_cron,
+            retrain_threshold=retrain_threshold,
+            port=port,
+            steps=steps,
+            online_steps=online_steps,
+            eval_episodes=eval_episodes,
+        )
+        console.print(
+            f"Prefect server at {api_url} (UI: {api_url[:-4]}); serving deployments, Ctrl-C to stop"
+        )
+        srv.serve(home, cfg)
