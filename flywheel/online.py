@@ -45,6 +45,10 @@ class RefineConfig:
     """Seed of rollouts and updates."""
     robot: str = "sim"
     """Robot name recorded on online episodes."""
+    check_every: int = 5
+    """Rollouts between checks of the current policy (the best one checked is returned)."""
+    check_episodes: int = 20
+    """Episodes per check (seeds apart from the before/after evaluation)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
 
@@ -152,6 +156,7 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     )
     steps, last = 0, {}
     g = torch.Generator().manual_seed(config.seed)
+    keeper = _BestKeeper(env_fn, config, actor, value)
     try:
         while steps < config.env_steps:
             roll = _collect(pool, actor, value, cfg.rollout_steps, g, sink)
@@ -184,11 +189,51 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
                     }
                     last = algo.update(mb)
             algo.rollouts += 1
+            if algo.rollouts % config.check_every == 0 or steps >= config.env_steps:
+                keeper.check(actor, value, steps)
             if progress is not None:
                 progress(min(steps, config.env_steps), config.env_steps)
     finally:
         pool.close()
-    return actor.eval(), value.eval(), {"ppo": last, "rollouts": algo.rollouts}
+    actor, value = keeper.best(actor, value)
+    return (
+        actor.eval(),
+        value.eval(),
+        {"ppo": last, "rollouts": algo.rollouts, "checks": keeper.log},
+    )
+
+
+class _BestKeeper:
+    """Online RL can collapse a good policy; keep the best one seen on held-out seeds.
+
+    Every `check_every` rollouts the current policy is evaluated (deterministic, its own seeds,
+    apart from the before/after evaluation) and kept if it beats the best so far, the starting
+    policy included: refinement never returns a policy it measured to be worse.
+    """
+
+    def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, actor: Any, value: ValueNet) -> None:  # fmt: skip
+        self.env_fn, self.config = env_fn, config
+        self.log: list[dict[str, float]] = []
+        self.score = self._score(actor)
+        self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
+        self.log.append({"env_steps": 0, "success": self.score[0], "return": self.score[1]})
+
+    def _score(self, actor: Any) -> tuple[float, float]:
+        r = evaluate(NumpyPolicy(actor), self.env_fn, episodes=self.config.check_episodes, seed=self.config.eval_seed + 10_000)  # fmt: skip
+        actor.train()
+        return r.success_rate, r.mean_return
+
+    def check(self, actor: Any, value: ValueNet, steps: int) -> None:
+        score = self._score(actor)
+        self.log.append({"env_steps": steps, "success": score[0], "return": score[1]})
+        if score > self.score:
+            self.score = score
+            self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
+
+    def best(self, actor: Any, value: ValueNet) -> tuple[Any, ValueNet]:
+        actor.load_state_dict(self.state[0])
+        value.load_state_dict(self.state[1])
+        return actor, value
 
 
 @torch.no_grad()
