@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from flywheel.corpus.layout import flocked
@@ -56,6 +57,39 @@ def collect_and_count(home: str, tasks: list[str], episodes: int = 20, threshold
     note_new_episodes(
         home, {t: v["episodes"] - v.get("duplicates", 0) for t, v in out.items()}, threshold
     )
+    return out
+
+
+@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10])
+def ingest_task(sources: list[str], corpus: str) -> dict[str, Any]:
+    """Ingest files into the corpus (idempotent: already-ingested content is a duplicate)."""
+    from flywheel.corpus import Corpus
+    from flywheel.ingest import ingest
+
+    c = Corpus.open_or_create(corpus)
+    report = ingest(sources, c)
+    tasks = {e.episode_id: e.task for e in c.entries() if e.episode_id in set(report.accepted)}
+    counts: dict[str, int] = {}
+    for t in tasks.values():
+        counts[t] = counts.get(t, 0) + 1
+    return {**report.to_json(), "counts": counts}
+
+
+@flow(name="ingest")
+def ingest_flow(home: str, drop: str | None = None, sources: list[str] | None = None, threshold: int = 200) -> dict[str, Any]:  # fmt: skip
+    """New episode files (or everything in a watched drop folder) -> corpus; count them.
+
+    Emits `flywheel.episodes.added` with the new episodes per task (and `flywheel.retrain.due`
+    when the pending count crosses the threshold).
+    """
+    paths = list(sources or [])
+    if drop is not None and Path(drop).is_dir():
+        paths += [str(p) for p in sorted(Path(drop).iterdir()) if not p.name.startswith(".")]
+    if not paths:
+        return {"accepted": [], "counts": {}}
+    out = ingest_task(paths, str(Path(home) / "corpus.zarr"))
+    if out["counts"]:
+        note_new_episodes(home, out["counts"], threshold)
     return out
 
 

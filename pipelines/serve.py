@@ -7,7 +7,8 @@ started once and reused. Deployments:
   episodes have arrived since the last retrain (threshold configurable); concurrency 1;
 - `refine`: triggered by `flywheel.retrain.completed`; `deploy`: by `flywheel.refine.completed`
   (the chain passes state through files under `$FLYWHEEL_HOME/state`, not through parameters);
-- `collect` and `flywheel` (whole rounds): run on demand.
+- `ingest`: every `drop_interval_s`, the drop folder `$FLYWHEEL_HOME/drop` into the corpus;
+- `collect`: on demand.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class ServeConfig:
     """Online env-step budget of a refine."""
     eval_episodes: int = 50
     """Evaluation episodes per policy."""
+    drop_interval_s: int = 300
+    """How often the `ingest` deployment scans the drop folder `$FLYWHEEL_HOME/drop`."""
 
 
 def _server_file(home: Path) -> Path:
@@ -144,6 +147,15 @@ def deployments(home: Path, cfg: ServeConfig) -> list[Any]:
             name="deploy",
             parameters={"home": str(home)},
             triggers=trig("flywheel.refine.completed"),
+        ),
+        chain.ingest_flow.to_deployment(
+            name="ingest",
+            interval=cfg.drop_interval_s,
+            parameters={
+                "home": str(home),
+                "drop": str(home / "drop"),
+                "threshold": cfg.retrain_threshold,
+            },
         ),
         chain.collect_and_count.to_deployment(
             name="collect", parameters={**common, "threshold": cfg.retrain_threshold}

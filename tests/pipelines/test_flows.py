@@ -81,3 +81,25 @@ def test_flywheel_run_one_tiny_round(tmp_path):
     assert Path(r["deployed"]["reach"]).is_dir() and Path(res["report"]).exists()
     info = Corpus(tmp_path / "home" / "corpus.zarr").info()
     assert info["by_source"]["sim"] == 16 and info["by_source"].get("online", 0) > 0
+
+
+def test_ingest_flow_takes_the_drop_folder_and_counts_new_episodes(
+    tmp_path, prefect_harness, monkeypatch
+):
+    from pipelines import chain
+    from tests.ingest.fixtures import dir_episode
+
+    home = tmp_path / "home"
+    drop = home / "drop"
+    for i in range(3):
+        dir_episode(
+            drop / f"ep{i}", n=20 + i, meta={"task": "wipe", "robot": "arm-1", "success": True}
+        )
+    events = []
+    monkeypatch.setattr(chain, "emit_event", lambda **kw: events.append(kw["event"]))
+    out = chain.ingest_flow(str(home), drop=str(drop), threshold=3)
+    assert len(out["accepted"]) == 3 and out["counts"] == {"wipe": 3}
+    assert events == ["flywheel.episodes.added", "flywheel.retrain.due"]
+    again = chain.ingest_flow(str(home), drop=str(drop), threshold=3)  # idempotent
+    assert again["accepted"] == [] and again["duplicates"] == 3
+    assert Corpus(home / "corpus.zarr").info()["by_task"]["wipe"]["episodes"] == 3

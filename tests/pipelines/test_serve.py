@@ -62,9 +62,9 @@ def test_serve_schedules_cron_runs_and_chains_trigger_to_deploy(tmp_path):
             if r.returncode != 0:
                 return None
             out = json.loads(r.stdout)
-            return out if len(out["deployments"]) == 4 else None
+            return out if len(out["deployments"]) == 5 else None
 
-        status = _wait(deployments, 240, "four deployments")
+        status = _wait(deployments, 240, "five deployments")
         assert status["api_url"] == f"http://127.0.0.1:{port}/api"
         by_name = {d["name"]: d for d in status["deployments"]}
         assert by_name["retrain"]["schedules"] == ["*/5 * * * *"]
