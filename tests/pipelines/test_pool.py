@@ -1,0 +1,157 @@
+"""Prefect server on PostgreSQL, a process work pool, a worker, and a retrain through the pool."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sim")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pg_bin() -> Path | None:
+    """The folder with initdb, pg_ctl and createdb (Debian keeps them out of PATH)."""
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if versions:
+        return Path(versions[-1]).parent
+    found = shutil.which("pg_ctl")
+    return Path(found).parent if found and shutil.which("createdb") else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """PostgreSQL refuses to run as root: run its tools as the `postgres` user when we are root."""
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL server binaries not found (apt-get install postgresql to run this test)"
+        )
+    if os.geteuid() == 0 and shutil.which("runuser") is None:
+        pytest.skip("running as root without runuser: cannot start PostgreSQL as a non-root user")
+    base = Path(tempfile.mkdtemp(prefix="fw-pg-"))  # pytest's tmp is private to root
+    os.chmod(base, 0o755)
+    data = base / "pg"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    r = _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"])
+    assert r.returncode == 0, r.stderr
+    opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
+    r = _as_postgres(
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(data / "log"),
+            "-w",
+            "start",
+        ]
+    )
+    assert r.returncode == 0, r.stderr + r.stdout
+    try:
+        r = _as_postgres(
+            [
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                "postgres",
+                "prefect",
+            ]
+        )
+        assert r.returncode == 0, r.stderr
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
+    finally:
+        _as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _healthy(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_retrain_runs_through_a_process_work_pool_on_a_postgres_backed_server(tmp_path, postgres):
+    home = tmp_path / "home"
+    from sim.collect import collect
+
+    collect("reach", 16, noise=0.3, seed=0, corpus_path=home / "corpus.zarr")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_API_DATABASE_CONNECTION_URL": postgres, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1", "FLYWHEEL_HOME": str(home)}  # fmt: skip
+    prefect = str(Path(sys.executable).parent / "prefect")
+    procs = []
+    try:
+        server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+        procs.append(subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
+                                      env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        deadline = time.time() + 120
+        while not _healthy(api):
+            assert time.time() < deadline, "server on PostgreSQL did not start"
+            time.sleep(1)
+        r = subprocess.run([prefect, "work-pool", "create", "flywheel", "--type", "process"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        procs.append(subprocess.Popen([prefect, "worker", "start", "--pool", "flywheel", "--limit", "1"], env=env, cwd=ROOT,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
+        code = (
+            "from pipelines.pool import deploy_to_pool\n"
+            "from prefect.deployments import run_deployment\n"
+            f"deploy_to_pool('flywheel', {str(home)!r}, tasks=('reach',), parameters={{'retrain': {{'steps': 100, 'eval_episodes': 4}}}})\n"
+            "run = run_deployment('retrain-latest/retrain-pool', timeout=600)\n"
+            "print(run.state.type.value)\n"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.strip().splitlines()[-1] == "COMPLETED", r.stdout[-2000:]
+        record = json.loads((home / "state" / "retrain.json").read_text())
+        assert Path(record["reach"]["multistep"]).is_dir()
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, 15)
+            p.wait(timeout=30)
