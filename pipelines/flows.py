@@ -128,8 +128,8 @@ def refine_targets_task(bundles: dict[str, str], success: dict[str, float], cfg:
 def collect_flow(tasks: list[str], episodes: int, corpus: str, policy: str = "expert", noise: float = 0.6, seed: int = 0, bundles: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Demonstrations (expert) or deployed-policy rollouts for every task, into the corpus."""
     bundles = bundles or {}
-    return {
-        t: collect_task(
+    futures = {  # submitted: tasks run in parallel on a parallel task runner (threads, Dask)
+        t: collect_task.submit(
             t,
             episodes,
             policy if t not in bundles else Path(bundles[t]).name,
@@ -140,6 +140,7 @@ def collect_flow(tasks: list[str], episodes: int, corpus: str, policy: str = "ex
         )
         for t in tasks
     }
+    return {t: f.result() for t, f in futures.items()}
 
 
 @flow(name="retrain")

@@ -103,3 +103,15 @@ def test_ingest_flow_takes_the_drop_folder_and_counts_new_episodes(
     again = chain.ingest_flow(str(home), drop=str(drop), threshold=3)  # idempotent
     assert again["accepted"] == [] and again["duplicates"] == 3
     assert Corpus(home / "corpus.zarr").info()["by_task"]["wipe"]["episodes"] == 3
+
+
+def test_collect_flow_runs_tasks_in_parallel_on_dask(tmp_path, prefect_harness):
+    pytest.importorskip("prefect_dask")
+    from pipelines.parallel import on_dask
+
+    corpus = str(tmp_path / "c.zarr")
+    out = on_dask(flows.collect_flow, workers=2, processes=False)(
+        ["reach", "push"], 3, corpus, "expert", 0.3, 0
+    )
+    assert {t: v["episodes"] for t, v in out.items()} == {"reach": 3, "push": 3}
+    assert Corpus(corpus).info()["by_task"].keys() == {"reach", "push"}
