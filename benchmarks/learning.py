@@ -36,7 +36,7 @@ import torch
 from benchmarks import reporting
 from flywheel.algorithms.base import OfflineSource
 from flywheel.algorithms.bc import BC
-from flywheel.algorithms.iql import IQLCritic
+from flywheel.algorithms.iql import IQLConfig, IQLCritic
 from flywheel.algorithms.multistep import MultiStepImprover
 from flywheel.algorithms.ppo import PPOConfig
 from flywheel.corpus import Corpus, CorpusConfig, Filter, TrainingCache
@@ -90,7 +90,8 @@ def offline_speed(quick: bool, tmp: Path) -> None:
     spec = PolicySpec(obs_shapes={k: v.shape[1:] for k, v in cache.obs.items()}, action_dim=cache.action.shape[1], hidden=(256, 256))  # fmt: skip
     norm = Normalizer.from_stats(spec.obs_shapes, cache.stats)
     src = OfflineSource(cache, seed=0)
-    bc, iql = BC(spec, norm), IQLCritic(spec, norm)
+    # same networks as d3rlpy's: plain [256, 256] MLPs, no LayerNorm
+    bc, iql = BC(spec, norm), IQLCritic(spec, norm, IQLConfig(layer_norm=False))
     imp = MultiStepImprover(GaussianActor(spec, norm), iql)
 
     def iql_based():  # what one step of the retrain costs: critic + policy improvement

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, soft_update
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, soft_update
 from flywheel.policies import DoubleQ, Normalizer, PolicySpec, ValueNet
 
 
@@ -72,8 +72,8 @@ class IQLCritic:
         self.q = DoubleQ(spec, normalizer, layer_norm=cfg.layer_norm)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = ValueNet(spec, normalizer, layer_norm=cfg.layer_norm)
-        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=cfg.lr)
+        self.q_opt = adam(self.q.parameters(), cfg.lr)
+        self.v_opt = adam(self.v.parameters(), cfg.lr)
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config

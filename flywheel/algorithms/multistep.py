@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam
 from flywheel.algorithms.iql import IQLCritic
 from flywheel.policies import GaussianActor
 
@@ -120,7 +120,7 @@ class MultiStepImprover:
         self.critic = critic
         self.actor = copy.deepcopy(actor)
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
-        self.opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.opt = adam(self.actor.parameters(), cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda step: max(0.0, 1.0 - step / cfg.steps)
         )

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam
 from flywheel.algorithms.multistep import ppo_clip_loss
 from flywheel.policies import GaussianActor, ValueNet
 
@@ -98,13 +98,9 @@ class PPO:
     ) -> None:
         self.config = cfg = config or PPOConfig()
         self.actor, self.value = actor, value
-        # the normaliser stays frozen: it is a buffer, but keep it out of any optimiser anyway
-        self.actor_opt = torch.optim.Adam(
-            self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps
-        )
-        self.critic_opt = torch.optim.Adam(
-            self.value.parameters(), lr=cfg.critic_lr, eps=cfg.adam_eps
-        )
+        # the normaliser is a buffer, so it is frozen: no optimiser sees it
+        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, eps=cfg.adam_eps)
+        self.critic_opt = adam(self.value.parameters(), cfg.critic_lr, eps=cfg.adam_eps)
         self.rollouts = 0
 
     def update(self, batch: Batch) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, soft_update
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, soft_update
 from flywheel.policies import DoubleQ, GaussianActor, Normalizer, PolicySpec
 
 
@@ -75,9 +75,9 @@ class SAC:
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), requires_grad=True)
         self.target_entropy = -float(spec.action_dim)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.lr)
+        self.actor_opt = adam(self.actor.parameters(), cfg.lr)
+        self.q_opt = adam(self.q.parameters(), cfg.lr)
+        self.alpha_opt = adam([self.log_alpha], cfg.lr)
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
