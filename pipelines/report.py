@@ -65,6 +65,31 @@ def plot_rounds(results: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def record_video(bundle: str, task: str, path: Path, seed: int = 0) -> Path:
+    """One episode of a bundle in the sim, seen by the front camera, as an mp4."""
+    import gymnasium as gym
+    import numpy as np
+
+    import sim
+    from flywheel.corpus.video import write_mp4
+    from flywheel.policies import NumpyPolicy, load_bundle
+
+    policy = NumpyPolicy(load_bundle(bundle, with_value=False).actor)
+    env = gym.make(sim.GYM_IDS[task], render_mode="rgb_array")
+    try:
+        obs, _ = env.reset(seed=seed)
+        frames = [env.render()]
+        done = False
+        while not done:
+            obs, _, term, trunc, _ = env.step(policy.single(obs))
+            frames.append(env.render())
+            done = term or trunc
+    finally:
+        env.close()
+    write_mp4(path, np.stack(frames), fps=20.0)
+    return path
+
+
 def publish_summary(results: list[dict[str, Any]], home: Path) -> str:
     """Markdown report of all rounds with the plot and corpus composition; returns the text."""
     from prefect.artifacts import create_markdown_artifact
@@ -78,6 +103,13 @@ def publish_summary(results: list[dict[str, Any]], home: Path) -> str:
     for r in results:
         for row in round_rows(r):
             lines.append(f"| {row['round']} | {row['task']} | {row['bc']} | {row['multistep']} | {row['online']} | {row['deployed']} |")  # fmt: skip
+    lines += ["", "## Videos of the deployed policies (last round)", ""]
+    for t, bundle in results[-1]["deployed"].items():
+        try:
+            mp4 = record_video(bundle, t, home / "reports" / f"{t}-deployed.mp4")
+            lines.append(f"- [{t}]({mp4.resolve().as_uri()})")
+        except Exception as e:  # a report without a video beats no report
+            lines.append(f"- {t}: no video ({type(e).__name__}: {e})")
     if info:
         lines += ["", "## Corpus", "", f"{info['episodes']} episodes, {info['frames']} steps", "",
                   "| source | episodes |", "|---|---|"] + [f"| {k} | {v} |" for k, v in info["by_source"].items()]  # fmt: skip
