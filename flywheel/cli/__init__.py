@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from flywheel.cli import collect, corpus, ingest, learn, run
+from flywheel.cli import collect, corpus, deploy, ingest, learn, run
 
 app = typer.Typer(
     name="flywheel",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.add_typer(corpus.app, name="corpus")
 learn.register(app)
 ingest.register(app)
+deploy.register(app)
 collect.register(app)  # imports sim lazily, inside the command
 run.register(app)  # imports pipelines (and Prefect) lazily
 
