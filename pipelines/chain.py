@@ -133,6 +133,6 @@ def deploy_latest(home: str) -> dict[str, Any]:
         ]
         for t, r in rec["retrained"].items()
     }  # fmt: skip
-    chosen = deploy_flow(candidates)
+    chosen = deploy_flow(candidates, home)
     _write(_state(home, "deployed"), chosen)
     return chosen

@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines.report import publish_round, publish_summary
+from pipelines.sim_policies import version_name
 
 IO = {
     "cache_policy": NO_CACHE,
@@ -132,7 +133,7 @@ def collect_flow(tasks: list[str], episodes: int, corpus: str, policy: str = "ex
         t: collect_task.submit(
             t,
             episodes,
-            policy if t not in bundles else Path(bundles[t]).name,
+            policy if t not in bundles else version_name(bundles[t]),
             noise,
             seed,
             corpus,
@@ -173,14 +174,50 @@ def refine_flow(
     return refine_targets_task(bundles, success, cfg, corpus, home)
 
 
-@flow(name="deploy")
-def deploy_flow(candidates: dict[str, Any]) -> dict[str, Any]:
-    """Pick each task's best evaluated policy for deployment.
+@task(**COMPUTE)
+def promote_task(bundle: str, task_name: str, home: str, eval_episodes: int) -> dict[str, Any]:
+    """Register a bundle in the task's registry and promote it to production through the gates.
 
-    Registry promotion with gates plugs in here (issue 6); until then the deployed policy of a
-    task is its best-evaluated bundle of the round.
+    A refused candidate leaves production where it was: what robots run never gets worse.
     """
-    return {t: max(c, key=lambda x: x["success"]) for t, c in candidates.items()}
+    import sim
+    from flywheel.registry import GateConfig, Registry, promote
+
+    reg = Registry(registry_root(home, task_name))
+    rec, _ = reg.register(bundle, why="flywheel round: best-evaluated stage")
+    gates = GateConfig(task=task_name, episodes=eval_episodes, min_episodes=min(30, eval_episodes))
+    report = promote(
+        reg,
+        rec.version,
+        "production",
+        make_env=lambda t, v: gym.make(sim.GYM_IDS[t], variation=v),
+        config=gates,
+        why="flywheel round",
+    )
+    prod = reg.aliases().get("production")
+    return {
+        "version": rec.version,
+        "decision": report.decision,
+        "reason": report.reason,
+        "gates": [g.to_json() for g in report.gates],
+        "production": prod,
+        "bundle": str(reg.bundle_path(prod)) if prod is not None else bundle,
+    }
+
+
+def registry_root(home: str | Path, task_name: str) -> Path:
+    """One registry per task (a robot runs one task's controller): `$FLYWHEEL_HOME/registry/<task>`."""
+    return Path(home) / "registry" / task_name
+
+
+@flow(name="deploy")
+def deploy_flow(candidates: dict[str, Any], home: str, eval_episodes: int = 50) -> dict[str, Any]:
+    """Per task: the best-evaluated stage goes through the registry's promotion gates."""
+    out = {}
+    for t, cands in candidates.items():
+        best = max(cands, key=lambda x: x["success"])
+        out[t] = {"stage": best["stage"], **promote_task(best["bundle"], t, home, eval_episodes)}
+    return out
 
 
 @flow(name="flywheel-round")
@@ -206,7 +243,7 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
             {"stage": "multistep", "bundle": r["multistep"], "success": r["success_multistep"]},
             {"stage": "online", "bundle": f["bundle"], "success": f["after"]},
         ]
-    chosen = deploy_flow(candidates)
+    chosen = deploy_flow(candidates, home, c.eval_episodes)
     result = {
         "round": round_no,
         "collected": {
@@ -222,6 +259,8 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
                 "generations": len(retrained[t]["generations"]) - 1,
                 "accepted_generations": sum(g["accepted"] for g in retrained[t]["generations"]),
                 "deployed": chosen[t]["stage"],
+                "promotion": chosen[t]["decision"],
+                "production_version": chosen[t]["production"],
             }
             for t in tasks
         },

@@ -20,6 +20,9 @@ def round_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "task": t,
             **{s: round(v[s], 3) for s in STAGES},
             "deployed": v["deployed"],
+            "production": f"v{v['production_version']} ({v['promotion']})"
+            if v.get("production_version") is not None
+            else v.get("promotion", "-"),
             "episodes_added": result["collected"][t]["episodes"],
             "online_env_steps": v["online_env_steps"],
             "generations_accepted": f"{v['accepted_generations']}/{v['generations']}",

@@ -27,6 +27,15 @@ class BundlePolicy:
         return self.policy(obs)
 
 
+def version_name(path: str | Path) -> str:
+    """How episodes name the policy that produced them: `<task>-v0003` for a registry version
+    (`registry/<task>/versions/v0003/bundle`), else the bundle folder's name."""
+    p = Path(path)
+    if p.name == "bundle" and p.parent.parent.name == "versions":
+        return f"{p.parent.parent.parent.name}-{p.parent.name}"
+    return p.name
+
+
 def register_bundle_policy(path: str | Path, version: str | None = None) -> str:
     """Make `path` collectable as `sim.collect.collect(policy=<name>)`; returns the name.
 
@@ -35,6 +44,6 @@ def register_bundle_policy(path: str | Path, version: str | None = None) -> str:
     from sim.collect import POLICY_LOADERS
 
     path = Path(path)
-    name = version or path.name
+    name = version or version_name(path)
     POLICY_LOADERS[name] = lambda *, task, num_envs, noise, seed: BundlePolicy(path, name)
     return name

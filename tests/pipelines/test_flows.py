@@ -81,6 +81,13 @@ def test_flywheel_run_one_tiny_round(tmp_path):
     assert Path(r["deployed"]["reach"]).is_dir() and Path(res["report"]).exists()
     info = Corpus(tmp_path / "home" / "corpus.zarr").info()
     assert info["by_source"]["sim"] == 16 and info["by_source"].get("online", 0) > 0
+    from flywheel.registry import Registry
+
+    reg = Registry(tmp_path / "home" / "registry" / "reach")
+    assert [v.version for v in reg.versions()] == [1]
+    assert reg.aliases().get("production") == 1  # first candidate, no incumbent: gates passed
+    assert r["deployed"]["reach"] == str(reg.bundle_path(1))
+    assert any(e["op"].startswith("promote") for e in reg.audit_entries())
 
 
 def test_ingest_flow_takes_the_drop_folder_and_counts_new_episodes(
