@@ -60,7 +60,7 @@ def collect_and_count(home: str, tasks: list[str], episodes: int = 20, threshold
     return out
 
 
-@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10])
+@task(cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=[2, 10], timeout_seconds=3600)  # fmt: skip
 def ingest_task(sources: list[str], corpus: str) -> dict[str, Any]:
     """Ingest files into the corpus (idempotent: already-ingested content is a duplicate)."""
     from flywheel.corpus import Corpus

@@ -16,6 +16,7 @@ import gymnasium as gym
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipelines.progress import stage
 from pipelines.report import publish_round, publish_summary
 from pipelines.sim_policies import version_name
 
@@ -61,7 +62,7 @@ def _env_fn(task_name: str):
     return lambda: gym.make(sim.GYM_IDS[task_name])
 
 
-@task(**IO, timeout_seconds=3600)
+@task(**IO)
 def collect_task(task_name: str, episodes: int, policy: str, noise: float, seed: int, corpus: str, bundle: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Sim rollouts into the corpus (a bundle policy is registered in this process first)."""
     from sim.collect import collect
@@ -243,6 +244,7 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
             {"stage": "multistep", "bundle": r["multistep"], "success": r["success_multistep"]},
             {"stage": "online", "bundle": f["bundle"], "success": f["after"]},
         ]
+    stage(f"round {round_no}: deploy")
     chosen = deploy_flow(candidates, home, c.eval_episodes)
     result = {
         "round": round_no,
@@ -257,6 +259,9 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
                 "online": refined["targets"][t]["after"],
                 "online_env_steps": refined["targets"][t]["env_steps"],
                 "generations": len(retrained[t]["generations"]) - 1,
+                "ope_accepted": retrained[t]["generations"][-1]["ope_accepted"]
+                if retrained[t]["generations"]
+                else None,
                 "accepted_generations": sum(g["accepted"] for g in retrained[t]["generations"]),
                 "deployed": chosen[t]["stage"],
                 "promotion": chosen[t]["decision"],

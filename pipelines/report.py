@@ -25,6 +25,8 @@ def round_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             else v.get("promotion", "-"),
             "episodes_added": result["collected"][t]["episodes"],
             "online_env_steps": v["online_env_steps"],
+            "ope_multistep": None if v.get("ope_accepted") is None else round(v["ope_accepted"], 3),
+            "true_multistep": round(v["multistep"], 3),
             "generations_accepted": f"{v['accepted_generations']}/{v['generations']}",
         }
         for t, v in result["tasks"].items()

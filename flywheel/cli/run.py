@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel.cli.output import console, emit_json, table
+from flywheel.cli.output import console, emit_json, progress_bar, table
 from flywheel.home import flywheel_home
 
 
@@ -46,9 +46,25 @@ def register(app: typer.Typer) -> None:
             eval_episodes=eval_episodes,
             seed=seed,
         )
+        from pipelines.progress import set_listener
+
         if not json:
             console.print(f"flywheel: {rounds} round(s) of {list(cfg.tasks)} under {home}")
-        results = flywheel_rounds(rounds, asdict(cfg), str(home / "corpus.zarr"), str(home))
+        with progress_bar("flywheel", rounds * 4, enabled=not json) as advance:
+            names: list[str] = []
+
+            def on_stage(name: str) -> None:
+                if names:
+                    advance(1)
+                names.append(name)
+                if not json:
+                    console.print(f"[dim]{name}[/dim]")
+
+            set_listener(on_stage)
+            try:
+                results = flywheel_rounds(rounds, asdict(cfg), str(home / "corpus.zarr"), str(home))
+            finally:
+                set_listener(None)
         out = {
             "rounds": [
                 {
@@ -68,7 +84,12 @@ def register(app: typer.Typer) -> None:
             return
         from pipelines.report import round_rows
 
-        table("flywheel rounds", [row for r in results for row in round_rows(r)])
+        cols = ["round", "task", "bc", "multistep", "online", "deployed", "production"]
+        table(
+            "flywheel rounds: success per stage",
+            [row for r in results for row in round_rows(r)],
+            cols,
+        )
         console.print(f"report: {out['report']}")
 
     @app.command()
