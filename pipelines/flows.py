@@ -263,6 +263,8 @@ def flywheel_round(round_no: int, cfg: dict[str, Any], corpus: str, home: str, d
                 if retrained[t]["generations"]
                 else None,
                 "accepted_generations": sum(g["accepted"] for g in retrained[t]["generations"]),
+                "generation_log": retrained[t]["generations"],
+                "online_log": refined["targets"][t]["history"],
                 "deployed": chosen[t]["stage"],
                 "promotion": chosen[t]["decision"],
                 "production_version": chosen[t]["production"],

@@ -95,6 +95,49 @@ def record_video(bundle: str, task: str, path: Path, seed: int = 0) -> Path:
     return path
 
 
+def plot_learning_curves(results: list[dict[str, Any]], path: Path) -> Path:
+    """Per task, last round: multi-step generations (OPE of the candidate, sim success of the
+    candidate and of the accepted policy) and online success vs env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    last = results[-1]["tasks"]
+    fig, axes = plt.subplots(len(last), 2, figsize=(8, 2.8 * len(last)), dpi=100, squeeze=False)
+    for row, (t, v) in zip(axes, last.items(), strict=True):
+        gens = v.get("generation_log", [])
+        xs = [g["generation"] for g in gens]
+        ope = [
+            g["ope_candidate"] if g["ope_candidate"] is not None else g["ope_accepted"]
+            for g in gens
+        ]
+        row[0].plot(xs, ope, "o-", label="OPE (AM-Q) of candidate")
+        ax2 = row[0].twinx()
+        ax2.plot(xs, [g["sim_candidate"] if g["sim_candidate"] is not None else g["sim_accepted"] for g in gens], "s--", color="C1", label="sim success of candidate")  # fmt: skip
+        ax2.plot(
+            xs, [g["sim_accepted"] for g in gens], ":", color="C2", label="sim success of accepted"
+        )
+        ax2.set_ylim(0, 1.02)
+        row[0].set(title=f"{t}: multi-step generations", xlabel="generation", ylabel="AM-Q")
+        row[0].legend(loc="lower left", fontsize=7)
+        ax2.legend(loc="lower right", fontsize=7)
+        hist = v.get("online_log", [])
+        row[1].plot(
+            [0] + [h["env_steps"] for h in hist],
+            [v["multistep"]] + [h["success"] for h in hist],
+            "o-",
+        )
+        row[1].set(
+            title=f"{t}: online refinement", xlabel="env steps", ylabel="success", ylim=(0, 1.02)
+        )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def publish_summary(results: list[dict[str, Any]], home: Path) -> str:
     """Markdown report of all rounds with the plot and corpus composition; returns the text."""
     from prefect.artifacts import create_markdown_artifact
@@ -102,8 +145,10 @@ def publish_summary(results: list[dict[str, Any]], home: Path) -> str:
     from flywheel.corpus import Corpus
 
     png = plot_rounds(results, home / "reports" / "success_per_round.png")
+    curves = plot_learning_curves(results, home / "reports" / "learning_curves.png")
     info = Corpus(home / "corpus.zarr").info() if (home / "corpus.zarr").exists() else {}
     lines = ["# Flywheel report", "", f"![success per round]({png.resolve().as_uri()})", "",
+             f"![learning curves]({curves.resolve().as_uri()})", "",
              "| round | task | bc | multistep | online | deployed |", "|---|---|---|---|---|---|"]  # fmt: skip
     for r in results:
         for row in round_rows(r):

@@ -14,7 +14,7 @@ pytest.importorskip("sim")
 
 from flywheel.corpus import Corpus, Filter
 from pipelines import flows
-from pipelines.report import plot_rounds, round_rows
+from pipelines.report import plot_learning_curves, plot_rounds, round_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,6 +63,15 @@ def test_report_rows_and_plot(tmp_path):
     assert rows[0]["online"] == 0.7 and rows[0]["generations_accepted"] == "2/8"
     png = plot_rounds([r, {**r, "round": 2}], tmp_path / "p.png")
     assert png.stat().st_size > 5000
+    gens = [
+        {"generation": 0, "ope_candidate": None, "ope_accepted": 1.0, "sim_candidate": None, "sim_accepted": 0.5},
+        {"generation": 1, "ope_candidate": 1.2, "ope_accepted": 1.0, "sim_candidate": 0.7, "sim_accepted": 0.5},
+    ]  # fmt: skip
+    r["tasks"]["lift"] |= {
+        "generation_log": gens,
+        "online_log": [{"env_steps": 100, "success": 0.8}],
+    }
+    assert plot_learning_curves([r], tmp_path / "lc.png").stat().st_size > 5000
 
 
 @pytest.mark.slow
