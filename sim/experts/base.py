@@ -10,6 +10,9 @@ One knob, `noise` in [0, 1], turns a clean expert into a realistic, mixed-qualit
   steps (motion zero, gripper held);
 * sloppiness: phase-switch tolerances widen with noise, so the expert commits earlier.
 
+A plan that wants the arm held still (pick-and-place's final hold) sets `steady`: an operator
+who lets go of the spacemouse sends exactly zero, so neither jitter nor hesitation applies.
+
 Misses are not faked: the experts check the outcome (is the jaw closed on nothing? is the cube
 following the hand?) and re-grasp, so noisy demos contain real recoveries, and whether an
 episode succeeded is decided by the task's success test, never by the expert.
@@ -77,6 +80,7 @@ class Expert:
         self.attempts = 0
         self.hold_steps = 0
         self.grip = -1.0
+        self.steady = False
         self._jitter = np.zeros(3)
         self._hesitate = 0
         self.aim = self._new_aim()
@@ -85,10 +89,14 @@ class Expert:
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         """The action (4,) float32 for one observation (unbatched)."""
         nm, level = self.noise_model, self.noise
+        self.steady = False
         move, grip = self.plan(obs)
         self.phase_steps += 1
         self.grip = grip
-        if level > 0.0:
+        if level > 0.0 and self.steady:  # hands off the controls: the command is exact
+            self._jitter[:] = 0.0
+            self._hesitate = 0
+        elif level > 0.0:
             if self._hesitate > 0:
                 self._hesitate -= 1
                 move = np.zeros(3)
@@ -110,7 +118,8 @@ class Expert:
         """Per-episode state of a subclass."""
 
     def plan(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        """Clean (motion (3,), gripper) for this observation; may change self.phase."""
+        """Clean (motion (3,), gripper) for this observation; may change self.phase and set
+        self.steady (this step's command is exact: no jitter, no hesitation)."""
         raise NotImplementedError
 
     def goto(self, phase: str) -> None:

@@ -29,18 +29,20 @@ class PushConfig(TaskConfig):
     """Half edge of the cube (m)."""
     cube_mass: float = 0.1
     """Cube mass (kg)."""
-    cube_low: tuple[float, float] = (0.42, -0.12)
-    """Lower corner (x, y) of the cube's start region (m)."""
-    cube_high: tuple[float, float] = (0.58, 0.12)
-    """Upper corner (x, y) of the cube's start region (m)."""
-    goal_distance: tuple[float, float] = (0.10, 0.18)
-    """Range of the goal's distance from the cube's start (m), in a random direction."""
-    region_low: tuple[float, float] = (0.32, -0.25)
-    """Goals are kept inside this rectangle (lower corner, m)..."""
-    region_high: tuple[float, float] = (0.68, 0.25)
-    """...and this upper corner (m)."""
-    success_radius: float = 0.03
-    """Success once the cube's centre is within this xy distance of the goal (m)."""
+    centre: tuple[float, float] = (0.5, 0.0)
+    """Nominal centre (x, y) of the cube's start and of the goal (m): in front of the arm."""
+    cube_range: float = 0.15
+    """The cube starts within +-cube_range of `centre` in x and in y (m), as the task
+    definition asks."""
+    goal_range: float = 0.15
+    """The goal is drawn within +-goal_range of `centre` in x and in y (m), independently of
+    the cube (apart from `min_distance`)."""
+    min_distance: float = 0.1
+    """Cube and goal are redrawn until at least this far apart (xy, m), so no episode starts
+    solved or nearly solved: twice the success radius."""
+    success_radius: float = 0.05
+    """Success once the cube's centre is within this xy distance of the goal (m), with the
+    cube on the table (its centre below 1.5 half edges): the goal is a spot on the table."""
     w_reach: float = 0.5
     """Weight of the TCP-to-cube closeness term."""
     w_push: float = 2.0
@@ -89,15 +91,14 @@ class Push(Task):
 
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> dict:
         c = self.config
-        xy = rng.uniform(c.cube_low, c.cube_high)
+        centre = np.asarray(c.centre)
+        for _ in range(100):  # rejection sampling keeps both draws uniform in their squares
+            xy = rng.uniform(centre - c.cube_range, centre + c.cube_range)
+            goal = rng.uniform(centre - c.goal_range, centre + c.goal_range)
+            if np.hypot(*(goal - xy)) >= c.min_distance:
+                break
         self.half = half = float(model.geom_size[self.cube.geom, 2])
         self.cube.place(data, np.array([xy[0], xy[1], half]))
-        for _ in range(100):  # rejection-sample a goal direction that stays on the table
-            angle = rng.uniform(-np.pi, np.pi)
-            dist = rng.uniform(*c.goal_distance)
-            goal = xy + dist * np.array([np.cos(angle), np.sin(angle)])
-            if np.all(goal >= c.region_low) and np.all(goal <= c.region_high):
-                break
         self.goal = np.array([goal[0], goal[1], 0.0])
         data.mocap_pos[self.mocap] = self.goal
         return {"cube_xy": [float(v) for v in xy], "goal_xy": [float(v) for v in goal]}

@@ -18,11 +18,13 @@ class ReachConfig(TaskConfig):
 
     max_steps: int = 50
     """Time limit (control steps): 2.5 s at 20 Hz."""
-    goal_low: tuple[float, float, float] = (0.35, -0.25, 0.05)
-    """Lower corner of the goal region (m)."""
-    goal_high: tuple[float, float, float] = (0.65, 0.25, 0.35)
-    """Upper corner of the goal region (m)."""
-    success_radius: float = 0.02
+    goal_centre: tuple[float, float, float] = (0.5, 0.0, 0.2)
+    """Nominal goal position (m): in front of the arm, mid-height over the table."""
+    goal_range: float = 0.15
+    """The goal is drawn uniformly within +-goal_range of goal_centre in each axis (m), as the
+    task definition asks; at the default it spans z 0.05-0.35: above the table, and below the
+    home TCP (z 0.41), so an episode practically never starts solved."""
+    success_radius: float = 0.05
     """Success once the TCP is within this distance of the goal (m)."""
     w_reach: float = 1.0
     """Weight of the TCP-to-goal closeness term."""
@@ -44,8 +46,8 @@ class Reach(Task):
             spec,
             "goal",
             mujoco.mjtGeom.mjGEOM_SPHERE,
-            [self.config.success_radius, 0, 0],
-            [0.1, 0.8, 0.2, 0.6],
+            [self.config.success_radius, 0, 0],  # the marker shows the success region
+            [0.1, 0.8, 0.2, 0.35],
         )
 
     def bind(self, model: mujoco.MjModel, robot: RobotIds) -> None:
@@ -56,7 +58,8 @@ class Reach(Task):
 
     def reset(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> dict:
         c = self.config
-        self.goal = rng.uniform(c.goal_low, c.goal_high)
+        centre = np.asarray(c.goal_centre)
+        self.goal = rng.uniform(centre - c.goal_range, centre + c.goal_range)
         data.mocap_pos[self.mocap] = self.goal
         return {"goal_pos": [float(v) for v in self.goal]}
 

@@ -42,6 +42,31 @@ def test_clean_expert_under_wide_randomisation(task):
     assert rate == 1.0
 
 
+@pytest.mark.parametrize("air", [False, True])
+def test_clean_pick_place_expert_holds_the_cube_at_the_goal_still(air):
+    """Goals on the table and in the air: the episode ends with the cube there, in the jaw,
+    and the arm at rest (the expert's hold is exact even when it is noisy)."""
+    env = FlywheelEnv("pick_place")
+    seeds = [
+        s
+        for s in range(40)
+        if env.reset(seed=s)[1]["randomisation"]["layout"]["goal_in_air"] == air
+    ]
+    for seed in seeds[:2]:
+        for noise in (0.0, DEFAULT_NOISE):
+            obs, _ = env.reset(seed=seed)
+            expert = make_expert("pick_place", noise, seed=seed)
+            for _ in range(env.task.config.max_steps):
+                obs, _, terminated, truncated, info = env.step(expert.act(obs))
+                if terminated or truncated:
+                    break
+            if noise == 0.0 or info["success"]:
+                assert info["success"] and expert.phase == "hold", (seed, noise)
+                assert np.linalg.norm(obs["joint_vel"]) < env.task.config.still_speed
+                assert np.linalg.norm(obs["cube_pos"] - obs["goal_pos"]) < 0.05
+                assert obs["gripper_width"][0] > 0.03  # still holding it
+
+
 def test_expert_is_deterministic_per_seed():
     env = FlywheelEnv("lift")
     traces = []
