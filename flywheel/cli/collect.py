@@ -50,6 +50,8 @@ def collect_command(
     from sim.collect import collect
 
     cams = tuple(c.strip() for c in cameras.split(",") if c.strip())
+    if policy != "expert":
+        policy, workers = _trained_policy(policy, task, workers)
     path = corpus or default_corpus_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with progress_bar(f"collecting {task}", episodes, enabled=not json) as advance:
@@ -78,3 +80,37 @@ def collect_command(
     summary["seconds"] = f"{result['seconds']:.1f}"
     summary["env_steps_per_s"] = f"{result['env_steps_per_s']:.0f}"
     key_values("collect", summary)
+
+
+def _trained_policy(ref: str, task: str, workers: int) -> tuple[str, int]:
+    """A bundle folder, a name under $FLYWHEEL_HOME/bundles, or a version/alias of the task's
+    registry (`3`, `v3`, `production`), registered as a sim policy in this process.
+
+    Registration is per process, so a trained policy collects with one worker.
+    """
+    from pathlib import Path
+
+    from flywheel.home import flywheel_home
+    from pipelines.sim_policies import register_bundle_policy, version_name
+
+    home = flywheel_home()
+    candidates = [Path(ref), home / "bundles" / ref]
+    bundle = next((p for p in candidates if (p / "manifest.json").exists()), None)
+    if bundle is None:
+        from flywheel.registry import Registry, RegistryError
+
+        for root in (home / "registry" / task, home / "registry"):
+            try:
+                reg = Registry(root)
+                bundle = reg.bundle_path(reg.resolve(ref))
+                break
+            except (RegistryError, OSError, ValueError):
+                continue
+    if bundle is None:
+        console.print(
+            f"[red]error:[/red] no policy {ref!r}: not `expert`, a bundle or a registry version"
+        )
+        raise typer.Exit(2)
+    if workers > 1:
+        console.print("[yellow]note:[/yellow] a trained policy collects with one worker")
+    return register_bundle_policy(bundle, version_name(bundle)), 1

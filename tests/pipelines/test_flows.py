@@ -33,6 +33,14 @@ def test_task_logic_collect_train_eval_through_fn(tmp_path):
     assert again["episodes"] == 6
     by_policy = Corpus(corpus).entries(Filter(policy_version=Path(res["bundle"]).name))
     assert len(by_policy) == 6  # deployed-policy episodes are recorded with their version
+    cli = subprocess.run(
+        [sys.executable, "-m", "flywheel.cli", "collect", "--task", "reach", "--episodes", "3",
+         "--policy", res["bundle"], "--seed", "500", "--corpus", corpus, "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    assert json.loads(cli.stdout)["policy"] == Path(res["bundle"]).name
+    assert len(Corpus(corpus).entries(Filter(policy_version=Path(res["bundle"]).name))) == 9
 
 
 def test_collect_flow_retries_a_transient_io_failure(tmp_path, prefect_harness, monkeypatch):
