@@ -19,7 +19,7 @@ import io
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -81,14 +81,11 @@ def _as_inputs(
     return [np.asarray(obs[k]) for k in keys]
 
 
-class EagerRunner:
-    """The reference: the PyTorch actor itself."""
+class _TorchModuleRunner:
+    """Shared by the eager and TorchScript runners: `self.module(*tensors)` on numpy inputs."""
 
-    backend = "eager"
-
-    def __init__(self, actor: GaussianActor) -> None:
-        self.module = DeterministicActor(actor)
-        self.keys = self.module.keys
+    module: Any
+    keys: tuple[str, ...]
 
     @torch.inference_mode()
     def batch(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -101,7 +98,17 @@ class EagerRunner:
         return self.module(*xs)[0].numpy()
 
 
-class TorchScriptRunner:
+class EagerRunner(_TorchModuleRunner):
+    """The reference: the PyTorch actor itself."""
+
+    backend = "eager"
+
+    def __init__(self, actor: GaussianActor) -> None:
+        self.module = DeterministicActor(actor)
+        self.keys = self.module.keys
+
+
+class TorchScriptRunner(_TorchModuleRunner):
     """A traced, frozen TorchScript module loaded from bytes whose sha256 was checked."""
 
     backend = "torchscript"
@@ -112,16 +119,6 @@ class TorchScriptRunner:
             warnings.simplefilter("ignore", DeprecationWarning)
             self.module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
         self.keys = keys
-
-    @torch.inference_mode()
-    def batch(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in _as_inputs(self.keys, obs, False)]
-        return self.module(*xs).numpy()
-
-    @torch.inference_mode()
-    def __call__(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
-        xs = [torch.from_numpy(np.ascontiguousarray(x)) for x in _as_inputs(self.keys, obs, True)]
-        return self.module(*xs)[0].numpy()
 
 
 class OnnxRunner:
