@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,7 @@ def _open(path: Path, field: str) -> _CvVideo | _AvVideo:
         ) from None
 
 
-class _Backend:
+class _Backend(ABC):
     """Position bookkeeping shared by both decoders: frames are consumed strictly in order.
 
     `_done` is the time of the last frame consumed; a frame looked at and pushed back (the
@@ -178,14 +179,17 @@ class _Backend:
             self._before, self._done = self._done, item[0]
             yield item
 
+    @abstractmethod
     def _jump(self, t: float) -> None:
-        raise NotImplementedError
+        """Position the decoder at or before time `t`."""
 
+    @abstractmethod
     def _next(self) -> tuple[float, np.ndarray] | None:
-        raise NotImplementedError
+        """The next (pts, frame), or None at the end of the stream."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the decoder."""
 
 
 class _CvVideo(_Backend):

@@ -21,6 +21,7 @@ At noise 0 everything above is off and the experts are deterministic.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ class ExpertNoise:
     """Phase tolerances are multiplied by (1 + tolerance_scale * noise)."""
 
 
-class Expert:
+class Expert(ABC):
     """Base class: noise machinery and motion helpers; subclasses implement `plan`."""
 
     task: str = ""
@@ -115,12 +116,13 @@ class Expert:
     # ------------------------------------------------------------------ for subclasses
 
     def on_reset(self) -> None:
-        """Per-episode state of a subclass."""
+        """Per-episode state of a subclass: an optional hook, nothing to reset by default."""
+        return None
 
+    @abstractmethod
     def plan(self, obs: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
         """Clean (motion (3,), gripper) for this observation; may change self.phase and set
         self.steady (this step's command is exact: no jitter, no hesitation)."""
-        raise NotImplementedError
 
     def goto(self, phase: str) -> None:
         self.phase = phase
