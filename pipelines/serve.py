@@ -13,6 +13,7 @@ started once and reused. Deployments:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -85,6 +86,7 @@ def start_server(home: Path, port: int = DEFAULT_PORT, timeout: float = 90.0) ->
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     env = {**os.environ, "PREFECT_HOME": str(home / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}  # fmt: skip
     env.pop("PREFECT_API_URL", None)
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
     log = open(home / "prefect" / "server.log", "ab")  # noqa: SIM115 - the server keeps it
     proc = subprocess.Popen(
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
@@ -93,6 +95,8 @@ def start_server(home: Path, port: int = DEFAULT_PORT, timeout: float = 90.0) ->
     deadline = time.time() + timeout
     while not healthy(api_url):
         if proc.poll() is not None or time.time() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # never leave a half-started server behind
             raise RuntimeError(
                 f"Prefect server did not start; see {home / 'prefect' / 'server.log'}"
             )

@@ -7,16 +7,17 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("sim")
+
+from pipelines.serve import start_server, stop_server
+from tests.pipelines.local_net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,12 +29,6 @@ def _pg_bin() -> Path | None:
         return Path(versions[-1]).parent
     found = shutil.which("pg_ctl")
     return Path(found).parent if found and shutil.which("createdb") else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -58,7 +53,7 @@ def postgres(tmp_path):
     data.mkdir()
     if os.geteuid() == 0:
         shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     r = _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"])
     assert r.returncode == 0, r.stderr
     opts = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
@@ -96,37 +91,23 @@ def postgres(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _healthy(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
-def test_retrain_runs_through_a_process_work_pool_on_a_postgres_backed_server(tmp_path, postgres):
+def test_retrain_runs_through_a_process_work_pool_on_a_postgres_backed_server(
+    tmp_path, postgres, monkeypatch
+):
     home = tmp_path / "home"
     from sim.collect import collect
 
     collect("reach", 16, noise=0.3, seed=0, corpus_path=home / "corpus.zarr")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_API_DATABASE_CONNECTION_URL": postgres, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    port = free_port()
+    # the library's own server start, pointed at PostgreSQL through Prefect's setting
+    monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", postgres)
+    api = start_server(home, port, timeout=120)
+    env = {**os.environ, "PREFECT_HOME": str(home / "prefect"), "PREFECT_API_URL": api,
            "DO_NOT_TRACK": "1", "FLYWHEEL_HOME": str(home)}  # fmt: skip
     prefect = str(Path(sys.executable).parent / "prefect")
     procs = []
     try:
-        server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-        procs.append(subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"],
-                                      env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))  # fmt: skip
-        deadline = time.time() + 120
-        while not _healthy(api):
-            assert time.time() < deadline, "server on PostgreSQL did not start"
-            time.sleep(1)
         r = subprocess.run([prefect, "work-pool", "create", "flywheel", "--type", "process"], env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert r.returncode == 0, r.stderr
         procs.append(subprocess.Popen([prefect, "worker", "start", "--pool", "flywheel", "--limit", "1"], env=env, cwd=ROOT,
@@ -151,6 +132,7 @@ def test_retrain_runs_through_a_process_work_pool_on_a_postgres_backed_server(tm
         record = json.loads((home / "state" / "retrain.json").read_text())
         assert Path(record["reach"]["multistep"]).is_dir()
     finally:
+        stop_server(home)
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, 15)

@@ -5,23 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("sim")
 
+from tests.pipelines.local_net import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fw(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -31,20 +25,10 @@ def _fw(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-m", "flywheel.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)  # fmt: skip
 
 
-def _wait(pred, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 def test_serve_schedules_cron_runs_and_chains_trigger_to_deploy(tmp_path):
     home = tmp_path / "home"
-    port = _free_port()
+    port = free_port()
     from sim.collect import collect
 
     collect("reach", 16, noise=0.3, seed=0, corpus_path=home / "corpus.zarr")
@@ -64,7 +48,7 @@ def test_serve_schedules_cron_runs_and_chains_trigger_to_deploy(tmp_path):
             out = json.loads(r.stdout)
             return out if len(out["deployments"]) == 5 else None
 
-        status = _wait(deployments, 240, "five deployments")
+        status = wait_for(deployments, 240, "five deployments")
         assert status["api_url"] == f"http://127.0.0.1:{port}/api"
         by_name = {d["name"]: d for d in status["deployments"]}
         assert by_name["retrain"]["schedules"] == ["*/5 * * * *"]
@@ -87,7 +71,7 @@ def test_serve_schedules_cron_runs_and_chains_trigger_to_deploy(tmp_path):
             )
             return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else []
 
-        runs = _wait(
+        runs = wait_for(
             lambda: [r for r in scheduled_runs() if "SCHEDULED" in r[1]], 120, "scheduled cron runs"
         )
         assert runs
@@ -106,7 +90,7 @@ def test_serve_schedules_cron_runs_and_chains_trigger_to_deploy(tmp_path):
             timeout=120,
         )
         assert r.returncode == 0 and r.stdout.strip().endswith("True"), r.stderr[-2000:]
-        deployed = _wait(
+        deployed = wait_for(
             lambda: (home / "state" / "deployed.json").exists(), 600, "the chained deploy"
         )
         assert deployed
