@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from benchmarks import reporting
+from benchmarks import peers, reporting
 from benchmarks.reporting import one_core
 from flywheel.corpus import (
     Corpus,
@@ -46,9 +45,6 @@ from flywheel.corpus import (
 from flywheel.corpus.layout import EPISODE_ATTR
 from flywheel.corpus.maintenance import verify
 from flywheel.corpus.synthetic import synthetic_episode
-
-ROOT = Path(__file__).resolve().parents[1]
-PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
@@ -182,7 +178,7 @@ def bench_sampling(quick: bool, tmp: Path) -> None:
         return batch * n_batches / (time.perf_counter() - t)
 
     peer = None
-    if PEER_PY.exists():
+    if peers.available():
         obs_cat = np.concatenate([cache.obs[k] for k in sorted(cache.obs)], axis=1)
         npz = tmp / "d3rlpy.npz"
         keep = np.ones(len(obs_cat), bool)
@@ -198,16 +194,13 @@ def bench_sampling(quick: bool, tmp: Path) -> None:
         ours.append(rate(sampler.sample))
         anchor.append(rate(numpy_batch))
         if peer is not None:
-            out = subprocess.run(
-                [str(PEER_PY), str(ROOT / "benchmarks/peers/d3rlpy_sampling.py"), str(npz),
-                 str(batch), str(max(50, n_batches // 4))],
-                capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            if out.returncode != 0:
-                print(out.stderr[-2000:], file=sys.stderr)
+            got = peers.run_peer(
+                "d3rlpy_sampling.py", npz, batch, max(50, n_batches // 4), timeout=600
+            )
+            if got is None:
                 peer = None
             else:
-                peer.append(json.loads(out.stdout.strip().splitlines()[-1])["transitions_per_s"])
+                peer.append(got["transitions_per_s"])
     med = statistics.median
     shape = {"batch": batch, "transitions": cache.num_steps, "obs_keys": len(cache.obs)}
     emit(

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from benchmarks import reporting
+from benchmarks import peers, reporting
 from flywheel.algorithms.base import OfflineSource
 from flywheel.algorithms.bc import BC
 from flywheel.algorithms.iql import IQLConfig, IQLCritic
@@ -49,9 +48,6 @@ from flywheel.policies import (
     load_bundle,
     save_bundle,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
-PEER_PY = ROOT / ".venv-peers" / "bin" / "python"
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
@@ -113,16 +109,11 @@ def offline_speed(quick: bool, tmp: Path) -> None:
     for _ in range(reps):
         ours["bc"].append(_time(lambda: bc.update(src.sample(256)), steps))
         ours["iql"].append(_time(iql_based, steps))
-        if PEER_PY.exists():
+        if peers.available():
             for algo in peer:
-                out = subprocess.run([str(PEER_PY), str(ROOT / "benchmarks/peers/d3rlpy_updates.py"), str(npz), algo, str(steps)],
-                                     capture_output=True, text=True, timeout=900)  # fmt: skip
-                if out.returncode == 0:
-                    peer[algo].append(
-                        json.loads(out.stdout.strip().splitlines()[-1])["sec_per_1k_steps"]
-                    )
-                else:
-                    print(out.stderr[-1500:], file=sys.stderr)
+                got = peers.run_peer("d3rlpy_updates.py", npz, algo, steps)
+                if got is not None:
+                    peer[algo].append(got["sec_per_1k_steps"])
     med = statistics.median
     info = {"batch": 256, "hidden": [256, 256], "transitions": cache.num_steps, "threads": 1}
     emit(
@@ -136,7 +127,7 @@ def offline_speed(quick: bool, tmp: Path) -> None:
          med(peer["iql"]) if peer["iql"] else None, floor_ratio_max=0.5, **info)  # fmt: skip
     emit("sec_per_1k_steps_iql_critic_plus_policy", med(ours["iql"]), "d3rlpy-2.8.1-td3bc",
          med(peer["td3bc"]) if peer["td3bc"] else None, **info)  # fmt: skip
-    if not PEER_PY.exists():
+    if not peers.available():
         print("d3rlpy skipped: run `bash scripts/bench_env.sh`", file=sys.stderr)
 
 

@@ -113,7 +113,7 @@ def refine(
         "parent": str(bundle.path),
         "parent_hash": bundle.content_hash,
         "snapshot": bundle.lineage.get("snapshot"),
-        "config": _json(config),
+        "config": asdict(config),
         "seed": config.seed,
         "env_steps": config.env_steps,
         "metrics": metrics,
@@ -134,10 +134,6 @@ def refine(
         "env_steps_per_s": config.env_steps / seconds,
         "metrics": metrics,
     }
-
-
-def _json(config: RefineConfig) -> dict[str, Any]:
-    return asdict(config)
 
 
 def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, progress: Progress | None) -> tuple[Any, ValueNet, dict]:  # fmt: skip

@@ -210,10 +210,10 @@ class Corpus:
         """Index rows matching `flt` (no episode group is opened)."""
         return self.index.query(flt, generation=generation)
 
-    def snapshot(self, flt: Filter | None = None) -> Snapshot:
-        """The episodes matching `flt` now, named by (epoch, generation) for replay."""
+    def snapshot(self, flt: Filter | None = None, *, generation: int | None = None) -> Snapshot:
+        """The episodes matching `flt` at `generation` (default: now), named for replay."""
         flt = flt or Filter()
-        generation = self.index.generation()
+        generation = self.index.generation() if generation is None else generation
         return Snapshot(
             corpus=str(self.path),
             epoch=self.index.epoch(),
@@ -224,17 +224,8 @@ class Corpus:
 
     def replay(self, recorded: dict[str, Any]) -> Snapshot:
         """The snapshot a run recorded (`Snapshot.to_json()`), checked to be the same episodes."""
-        snap = Snapshot(
-            corpus=str(self.path),
-            epoch=self.index.epoch(),
-            generation=int(recorded["generation"]),
-            filter=Filter(**recorded.get("filter", {})),
-            entries=tuple(
-                self.index.query(
-                    Filter(**recorded.get("filter", {})), generation=int(recorded["generation"])
-                )
-            ),
-        )
+        flt = Filter(**recorded.get("filter", {}))
+        snap = self.snapshot(flt, generation=int(recorded["generation"]))
         if snap.episode_set_hash != recorded["episode_set_hash"]:
             raise SnapshotMismatchError(
                 f"{self.path}: snapshot generation {recorded['generation']} no longer selects the "
