@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel.cli.output import console, emit_json, key_values, table
+from flywheel.cli.output import console, emit_json, key_values, stage_bars, table
 from flywheel.home import default_corpus_path, flywheel_home
 
 CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus path.")]
@@ -44,39 +44,6 @@ def resolve_bundle(ref: str) -> Path:
     if q.is_dir():
         return q
     raise typer.BadParameter(f"no bundle at {ref} or {q}")
-
-
-class _Bars:
-    """One rich progress bar per stage name."""
-
-    def __init__(self, enabled: bool) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.enabled = enabled
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)  # fmt: skip
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self) -> _Bars:
-        if self.enabled:
-            self.p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.p.__exit__(*exc)
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage not in self.tasks:
-            self.tasks[stage] = self.p.add_task(stage, total=total)
-        self.p.update(self.tasks[stage], completed=done)
 
 
 def register(app: typer.Typer) -> None:
@@ -121,7 +88,7 @@ def register(app: typer.Typer) -> None:
             cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps))
         )
         env_fn = env_factory(task, env) if sim_gate and algo == "multistep" else None
-        with _Bars(not json) as bars:
+        with stage_bars(enabled=not json) as bars:
             out = train_offline(Corpus(corpus or default_corpus_path()), cfg, home=flywheel_home(), env_fn=env_fn, progress=bars)  # fmt: skip
         if json:
             emit_json(out)
@@ -158,7 +125,7 @@ def register(app: typer.Typer) -> None:
         out = flywheel_home() / "bundles" / f"{src.name}-{algo}-s{seed}-{env_steps}"
         c = Corpus.open_or_create(corpus or default_corpus_path()) if record else None
         cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes)  # type: ignore[arg-type]
-        with _Bars(not json) as bars:
+        with stage_bars(enabled=not json) as bars:
             res = run_refine(b, env_factory(task, env), cfg, out=out, corpus=c, progress=lambda d, t: bars("online", d, t))  # fmt: skip
         if json:
             emit_json(res)

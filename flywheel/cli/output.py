@@ -46,13 +46,34 @@ def progress_bar(
     if not enabled:
         yield lambda n=1: None
         return
-    with Progress(
+    with _progress() as p:
+        task = p.add_task(description, total=total)
+        yield lambda n=1: p.advance(task, n)
+
+
+def _progress() -> Progress:
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
-    ) as p:
-        task = p.add_task(description, total=total)
-        yield lambda n=1: p.advance(task, n)
+    )
+
+
+@contextmanager
+def stage_bars(*, enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """One bar per stage name; yields `update(stage, done, total)` (a no-op when disabled)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    tasks: dict[str, Any] = {}
+    with _progress() as p:
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = p.add_task(stage, total=total)
+            p.update(tasks[stage], completed=done)
+
+        yield update
