@@ -147,12 +147,8 @@ def _recording(
                 times = np.load(ts_file, allow_pickle=False).astype(np.float64).reshape(-1)
             except (OSError, ValueError) as e:
                 raise IngestError(str(ts_file), "(file)", f"unreadable: {e}") from None
-            if len(times) != len(dec.frames):
-                raise IngestError(
-                    str(vid),
-                    vid.name,
-                    f"frame count mismatch: video has {len(dec.frames)} frames, {ts_file.name} has {len(times)}",
-                )
+            other = f"{ts_file.name} has {len(times)}"
+            dec.expect_frames(len(times), other, file=str(vid), field=vid.name)
         else:
             times = (t[0] if len(t) else 0.0) + dec.times
         lat = (cams.get(vid.stem) or {}).get("latency_s", latency.get(vid.stem, 0.0))

@@ -138,19 +138,9 @@ def _recording(
         cap = f"{ts}cameras/{vid.stem}_estimated_capture"
         if cap in a:
             times = _ms(a[cap])
-            if len(times) != len(dec.frames):
-                raise IngestError(
-                    str(vid),
-                    vid.stem,
-                    f"frame count mismatch: video has {len(dec.frames)} frames, {cap} has {len(times)}",
-                )
+            dec.expect_frames(len(times), f"{cap} has {len(times)}", file=str(vid), field=vid.stem)
         else:
-            if len(dec.frames) != n:
-                raise IngestError(
-                    str(vid),
-                    vid.stem,
-                    f"frame count mismatch: video has {len(dec.frames)} frames, trajectory has {n} steps",
-                )
+            dec.expect_frames(n, f"trajectory has {n} steps", file=str(vid), field=vid.stem)
             times = grid
         streams.append(
             Stream(

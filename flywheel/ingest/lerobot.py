@@ -294,13 +294,8 @@ def _read(
             ctx.config.alignment.tolerance_s,
         )
         videos[c] = {"file": str(path), "codec": dec.codec, "decoder": dec.backend}
-        if len(dec.frames) != n:
-            where = "" if not ds.v3 else f" in [{t0:.3f}, {t1:.3f}) s"
-            raise IngestError(
-                str(path),
-                c,
-                f"frame count mismatch: video has {len(dec.frames)} frames{where}, table has {n} rows",
-            )
+        where = "" if not ds.v3 else f" in [{t0:.3f}, {t1:.3f}) s"
+        dec.expect_frames(n, f"table has {n} rows", file=str(path), field=c, where=where)
         streams.append(
             Stream(
                 key=f"images/{cam}",

@@ -40,6 +40,16 @@ class DecodedVideo:
     """`opencv` or `pyav`."""
     codec: str
 
+    def expect_frames(self, n: int, other: str, *, file: str, field: str, where: str = "") -> None:
+        """Refuse a video whose frame count differs from `n`, the count `other` describes
+        (e.g. "table has 30 rows"): a dropped or extra frame shifts every image in time."""
+        if len(self.frames) != n:
+            raise IngestError(
+                file,
+                field,
+                f"frame count mismatch: video has {len(self.frames)} frames{where}, {other}",
+            )
+
 
 class VideoReader:
     """Sequential, resumable reader of one video file."""
