@@ -7,6 +7,7 @@ re-run with the same arguments resumes and ends with exactly the result of an un
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -246,7 +247,7 @@ class OfflineRun:
         cfg = self.cfg.multistep
         imp = self.improver
         assert imp is not None
-        start = {k: torch.as_tensor(v[: cfg.ope_states]) for k, v in self._ope_states().items()}
+        start = self._ope_start
 
         def ope(actor: GaussianActor) -> float:
             policy = lambda o: actor.mode(o)  # noqa: E731
@@ -286,12 +287,14 @@ class OfflineRun:
             d.sim_candidate, d.sim_return_candidate = cand_sim
         return decide(d, cfg.margin).to_json()
 
-    def _ope_states(self) -> dict[str, np.ndarray]:
+    @functools.cached_property
+    def _ope_start(self) -> dict[str, torch.Tensor]:
+        """AM-Q's dataset start states: drawn once per run, the same for every generation."""
         rng = np.random.default_rng(self.cfg.seed)
         rows = rng.choice(
             len(next(iter(self.cache.obs.values()))), size=self.cfg.multistep.ope_states
         )
-        return {k: v[rows] for k, v in self.cache.obs.items()}
+        return {k: torch.as_tensor(v[rows]) for k, v in self.cache.obs.items()}
 
     def _finish(self, actor: GaussianActor) -> dict[str, Any]:
         control_hz = float(self.snapshot.entries[0].control_hz)
