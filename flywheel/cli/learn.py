@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         """Train a policy on the corpus snapshot of TASK; re-running resumes a killed run."""
         from dataclasses import replace
 
-        from flywheel.corpus import Corpus
+        from flywheel.corpus import Corpus, CorpusError
         from flywheel.training import OfflineConfig, train_offline
 
         if algo not in ("bc", "multistep"):
@@ -88,8 +88,13 @@ def register(app: typer.Typer) -> None:
             cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps))
         )
         env_fn = env_factory(task, env) if sim_gate and algo == "multistep" else None
-        with stage_bars(enabled=not json) as bars:
-            out = train_offline(Corpus(corpus or default_corpus_path()), cfg, home=flywheel_home(), env_fn=env_fn, progress=bars)  # fmt: skip
+        try:
+            data = Corpus(corpus or default_corpus_path())
+            with stage_bars(enabled=not json) as bars:
+                out = train_offline(data, cfg, home=flywheel_home(), env_fn=env_fn, progress=bars)
+        except (CorpusError, ValueError) as e:  # no corpus, no episodes of the task, bad config
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
         if json:
             emit_json(out)
             return

@@ -31,8 +31,12 @@ def register(app: typer.Typer) -> None:
         json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     ) -> None:
         """Run full rounds: collect -> retrain (BC, multi-step) -> refine online -> deploy."""
+        import sim
         from pipelines.settings import configure
 
+        unknown = sorted(set(tasks.split(",")) - set(sim.GYM_IDS) - {""})
+        if unknown:  # before Prefect starts: a typo should not cost a server start-up
+            raise typer.BadParameter(f"unknown task(s) {unknown}; sim tasks: {sorted(sim.GYM_IDS)}")
         home = flywheel_home().resolve()
         configure(home)
         from pipelines.flows import RoundConfig, flywheel_rounds
