@@ -8,6 +8,7 @@ lineage names its parent. The normaliser is the bundle's, frozen.
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +26,12 @@ from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
 from flywheel.policies import Bundle, NumpyPolicy, ValueNet, save_bundle
 from flywheel.rollout import EnvPool, EpisodeRecord
+from flywheel.workers import ProcessEnvPool, make_pool
 
 Progress = Callable[[int, int], None]
+
+WORKERS_FROM = 20_000
+"""Env-step budget from which `env_workers=None` steps envs in worker processes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,8 +54,19 @@ class RefineConfig:
     """Rollouts between checks of the current policy (the best one checked is returned)."""
     check_episodes: int = 20
     """Episodes per check (seeds apart from the before/after evaluation)."""
+    env_workers: int | None = None
+    """Processes the envs step in (0: in this process). None: one per CPU core for budgets of
+    at least `WORKERS_FROM` steps (starting workers costs ~2 s, worth it only for long runs)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
+
+
+def env_workers(config: RefineConfig, num_envs: int) -> int:
+    """How many processes step the envs (see `RefineConfig.env_workers`)."""
+    if config.env_workers is not None:
+        return config.env_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(cores or 1, num_envs) if config.env_steps >= WORKERS_FROM and (cores or 1) > 1 else 0
 
 
 class EpisodeSink:
@@ -147,8 +163,11 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     else:
         value = ValueNet(actor.spec, actor.encoder.normalizer)
     algo = PPO(actor, value, cfg)
-    pool = EnvPool(
-        [env_fn] * cfg.num_envs, seed=config.seed * 1_000_003, record=sink.corpus is not None
+    pool = make_pool(
+        [env_fn] * cfg.num_envs,
+        workers=env_workers(config, cfg.num_envs),
+        seed=config.seed * 1_000_003,
+        record=sink.corpus is not None,
     )
     steps, last = 0, {}
     g = torch.Generator().manual_seed(config.seed)
@@ -233,15 +252,14 @@ class _BestKeeper:
 
 
 @torch.no_grad()
-def _collect(pool: EnvPool, actor: Any, value: ValueNet, T: int, g: torch.Generator, sink: EpisodeSink) -> dict[str, Any]:  # fmt: skip
+def _collect(pool: EnvPool | ProcessEnvPool, actor: Any, value: ValueNet, T: int, g: torch.Generator, sink: EpisodeSink) -> dict[str, Any]:  # fmt: skip
     """A (T, N) on-policy rollout with values for GAE (truncations bootstrap from V(final))."""
     obs_l, act_l, logp_l, val_l, rew_l, done_l, nv_l = [], [], [], [], [], [], []
     obs = to_torch(pool.batch())
     v = value(obs)
     for _ in range(T):
         d = actor.dist(obs)
-        loc, scale = d.base_dist.loc, d.base_dist.scale
-        a = loc + scale * torch.randn(loc.shape, generator=g)
+        a = d.sample(g)
         next_obs, r, term, _trunc, final, finished = pool.step(a.clamp(-1, 1).numpy())
         sink(finished)
         nxt = to_torch(next_obs)
@@ -281,8 +299,11 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
         if snap.entries:
             cache = TrainingCache.build(corpus, snap, obs_keys=list(bundle.spec.obs_shapes))
             source = MixedSource(OfflineSource(cache, seed=config.seed), replay)
-    pool = EnvPool(
-        [env_fn] * cfg.num_envs, seed=config.seed * 1_000_003, record=sink.corpus is not None
+    pool = make_pool(
+        [env_fn] * cfg.num_envs,
+        workers=env_workers(config, cfg.num_envs),
+        seed=config.seed * 1_000_003,
+        record=sink.corpus is not None,
     )
     steps, last = 0, {}
     try:

@@ -57,8 +57,7 @@ class DynamicsEnsemble(nn.Module):
 
     def flat(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{key: (B, ...)} raw -> (B, D) normalised."""
-        norm = self.normalizer(obs)
-        return torch.cat([norm[k].flatten(1) for k in self.shapes], dim=-1)
+        return self.normalizer.flat(obs)
 
     def unflat(self, x: torch.Tensor) -> TorchObs:
         """(B, D) normalised -> {key: (B, ...)} raw (the inverse of `flat`)."""
@@ -80,12 +79,13 @@ class DynamicsEnsemble(nn.Module):
         g = torch.Generator().manual_seed(seed)
         n = cache.num_steps
         obs_row = np.arange(n) + cache.episode_of_step()
-        obs = {k: torch.as_tensor(cache.obs[k]) for k in self.shapes}
+        dev = self.elite_idx.device  # the device the ensemble was moved to
+        obs = {k: torch.as_tensor(cache.obs[k], device=dev) for k in self.shapes}
         with torch.no_grad():
             s_all = self.flat({k: v[obs_row] for k, v in obs.items()})
             s_next = self.flat({k: v[obs_row + 1] for k, v in obs.items()})
-        a_all = torch.as_tensor(cache.action)
-        y_all = torch.cat([s_next - s_all, torch.as_tensor(cache.reward).unsqueeze(-1)], -1)
+        a_all = torch.as_tensor(cache.action, device=dev)
+        y_all = torch.cat([s_next - s_all, torch.as_tensor(cache.reward, device=dev).unsqueeze(-1)], -1)  # fmt: skip
         perm = torch.randperm(n, generator=g)
         hold, train = perm[: max(1, n // 10)], perm[max(1, n // 10) :]
         opt = torch.optim.Adam(self.members.parameters(), lr=cfg.lr)
@@ -103,7 +103,7 @@ class DynamicsEnsemble(nn.Module):
             opt.step()
         with torch.no_grad():
             err = (self(s_all[hold], a_all[hold]) - y_all[hold]).pow(2).mean(dim=(1, 2))
-        self.elite_idx = torch.argsort(err)[: cfg.elites]
+        self.elite_idx = torch.argsort(err)[: cfg.elites]  # on the device, as err
         return {"dynamics_train_mse": loss.item(), "dynamics_holdout_mse": err.min().item()}
 
 
@@ -124,13 +124,14 @@ def am_q(
     """
     g = torch.Generator().manual_seed(seed)
     s = model.flat(start)
-    total = torch.zeros(())
+    total = torch.zeros((), device=s.device)
     for _ in range(horizon):
         obs = model.unflat(s)
         a = policy(obs)
         total = total + q_fn(obs, a).mean()
         pred = model(s, a)  # (M, B, D + 1)
-        pick = model.elite_idx[torch.randint(len(model.elite_idx), (s.shape[0],), generator=g)]
-        delta = pred[pick, torch.arange(s.shape[0]), :-1]
+        draw = torch.randint(len(model.elite_idx), (s.shape[0],), generator=g).to(s.device)
+        pick = model.elite_idx[draw]
+        delta = pred[pick, torch.arange(s.shape[0], device=s.device), :-1]
         s = (s + delta).clamp(-10, 10)
     return float(total / horizon)

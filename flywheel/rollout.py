@@ -19,6 +19,15 @@ from flywheel.corpus import Episode, EpisodeMeta
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 """A batched policy: obs {key: (N, ...)} -> actions (N, A)."""
 
+StepResult = tuple[
+    dict[str, np.ndarray],  # next observations (a new episode's first for finished envs)
+    np.ndarray,  # rewards (N,)
+    np.ndarray,  # terminated (N,)
+    np.ndarray,  # truncated (N,)
+    dict[int, dict[str, np.ndarray]],  # final observations of finished envs, by env index
+    "list[EpisodeRecord]",  # finished episodes
+]
+
 
 def as_dict(obs: Any) -> dict[str, np.ndarray]:
     """Box observations become {"state": obs}, so every env looks like a Dict env."""
@@ -124,7 +133,7 @@ class EnvPool:
         """Current observations as {key: (N, ...)}."""
         return {k: np.stack([o[k] for o in self.obs]) for k in self.obs[0]}
 
-    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[int, dict[str, np.ndarray]], list[EpisodeRecord]]:  # fmt: skip
+    def step(self, actions: np.ndarray) -> StepResult:
         rewards = np.zeros(self.n, np.float32)
         term = np.zeros(self.n, bool)
         trunc = np.zeros(self.n, bool)

@@ -7,6 +7,7 @@ re-run with the same arguments resumes and ends with exactly the result of an un
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -20,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from flywheel.algorithms.base import OfflineSource
+from flywheel.algorithms.base import OfflineSource, to_device
 from flywheel.algorithms.bc import BC, BCConfig
 from flywheel.algorithms.iql import IQLConfig, IQLCritic
 from flywheel.algorithms.multistep import GateDecision, MultiStepConfig, MultiStepImprover, decide
@@ -28,6 +29,7 @@ from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
 from flywheel.ope import DynamicsConfig, DynamicsEnsemble, am_q
 from flywheel.policies import GaussianActor, Normalizer, NumpyPolicy, PolicySpec, save_bundle
+from flywheel.runtime import Runtime
 
 GATE_SEED = 1_000_000
 """Seeds of gate rollouts: fixed and apart from collection seeds, paired across candidates."""
@@ -63,6 +65,7 @@ class OfflineConfig:
     iql: IQLConfig = field(default_factory=IQLConfig)
     multistep: MultiStepConfig = field(default_factory=MultiStepConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    runtime: Runtime = field(default_factory=Runtime)
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=list))
@@ -96,7 +99,7 @@ class OfflineRun:
         env_fn: Callable[[], gym.Env] | None = None,
         progress: Progress | None = None,
     ) -> None:
-        torch.set_num_threads(1)
+        self.device = config.runtime.apply()
         self.corpus, self.cfg, self.env_fn = corpus, config, env_fn
         self.progress = progress or (lambda stage, step, total: None)
         snap = corpus.snapshot(Filter(task=config.task))
@@ -124,15 +127,19 @@ class OfflineRun:
         self.norm = Normalizer.from_stats(self.spec.obs_shapes, self.cache.stats)
         ok = np.repeat(np.array([bool(s) for s in self.cache.success]), self.cache.lengths)
         w = np.where(ok, 1.0, config.failure_weight)
+        dev, fast = str(self.device), config.runtime.compile
         self.bc_source = OfflineSource(
-            self.cache, seed=config.seed, weights=w if w.sum() > 0 else None
+            self.cache, seed=config.seed, weights=w if w.sum() > 0 else None, device=dev
         )
-        self.source = OfflineSource(self.cache, seed=config.seed + 1)
-        self.bc = BC(self.spec, self.norm, config.bc)
-        self.iql = IQLCritic(self.spec, self.norm, config.iql)
+        self.source = OfflineSource(self.cache, seed=config.seed + 1, device=dev)
+        self.bc = BC(self.spec, self.norm, config.bc, compile=fast)
+        self.iql = IQLCritic(self.spec, self.norm, config.iql, compile=fast)
         self.dyn = DynamicsEnsemble(
             self.norm, self.spec.obs_shapes, self.spec.action_dim, config.dynamics
         )
+        for algo in (self.bc, self.iql):
+            to_device(algo, self.device)
+        self.dyn.to(self.device)
         self.improver: MultiStepImprover | None = None
         self.stage, self.step = "bc", 0
         self.metrics: dict[str, Any] = {}
@@ -163,7 +170,7 @@ class OfflineRun:
         self.iql.load_state_dict(s["iql"])
         self.dyn.load_state_dict(s["dyn"])
         if s["improver"] is not None:
-            self.improver = MultiStepImprover(self.bc.actors[0], self.iql, self.cfg.multistep)
+            self.improver = self._improver(self.bc.actors[0])
             self.improver.load_state_dict(s["improver"])
         torch.set_rng_state(s["rng_torch"])
         a, b = json.loads(s["rng_np"])
@@ -210,7 +217,7 @@ class OfflineRun:
         actor = self._bc_actor()
         if self.stage == "multistep":
             if self.improver is None:
-                self.improver = MultiStepImprover(actor, self.iql, cfg.multistep)
+                self.improver = self._improver(actor)
                 self.generations.append(self._gate(0, accepted_only=True))
             imp = self.improver
             every = cfg.multistep.gate_every
@@ -235,9 +242,12 @@ class OfflineRun:
             actor = self.improver.accepted
         return self._finish(actor)
 
+    def _improver(self, actor: GaussianActor) -> MultiStepImprover:
+        return MultiStepImprover(actor, self.iql, self.cfg.multistep, compile=self.cfg.runtime.compile)  # fmt: skip
+
     def _bc_actor(self) -> GaussianActor:
         """Best ensemble member on a fixed batch (its own RNG: resuming must not shift others)."""
-        held = OfflineSource(self.cache, seed=self.cfg.seed + 99).sample(
+        held = OfflineSource(self.cache, seed=self.cfg.seed + 99, device=str(self.device)).sample(
             min(4096, self.cache.num_steps)
         )
         return self.bc.best_member(held)
@@ -263,7 +273,8 @@ class OfflineRun:
         def sim(actor: GaussianActor) -> tuple[float, float] | None:
             if self.env_fn is None:
                 return None
-            r = evaluate(NumpyPolicy(actor), self.env_fn, episodes=cfg.sim_episodes, seed=GATE_SEED)
+            on_cpu = copy.deepcopy(actor).cpu()  # rollouts step one env at a time: CPU work
+            r = evaluate(NumpyPolicy(on_cpu), self.env_fn, episodes=cfg.sim_episodes, seed=GATE_SEED)  # fmt: skip
             return r.success_rate, r.mean_return
 
         if "ope" not in self.gate_cache:
@@ -294,7 +305,7 @@ class OfflineRun:
         rows = rng.choice(
             len(next(iter(self.cache.obs.values()))), size=self.cfg.multistep.ope_states
         )
-        return {k: torch.as_tensor(v[rows]) for k, v in self.cache.obs.items()}
+        return {k: torch.as_tensor(v[rows], device=self.device) for k, v in self.cache.obs.items()}
 
     def _finish(self, actor: GaussianActor) -> dict[str, Any]:
         control_hz = float(self.snapshot.entries[0].control_hz)
@@ -307,6 +318,7 @@ class OfflineRun:
             "seed": self.cfg.seed,
             "metrics": self.metrics,
             "generations": self.generations,
+            "runtime": self.cfg.runtime.describe(),
         }
         value = self.iql.v if self.cfg.algo == "multistep" else None
         save_bundle(

@@ -187,8 +187,23 @@ def adam(params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
 
 
+def scalars(metrics: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    """Tensor metrics -> floats, once per step (losses return tensors so they can be compiled)."""
+    return {k: float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+
+
+def to_device(algo: object, device: torch.device | str) -> None:
+    """Move every network of an algorithm (its `nn.Module` attributes) to `device` in place.
+
+    Call before the first update: the parameters keep their identity (`module.to` swaps their
+    data), so optimisers built on them stay valid and create their state on the device.
+    """
+    for value in vars(algo).values():
+        if isinstance(value, torch.nn.Module):
+            value.to(device)
+
+
 def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
     """Polyak averaging of target network parameters."""
     with torch.no_grad():
-        for t, s in zip(target.parameters(), source.parameters(), strict=True):
-            t.lerp_(s, tau)
+        torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec
+from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,7 +41,7 @@ class BCConfig:
 
 def bc_loss(
     logps: torch.Tensor, weight: torch.Tensor | None = None, diversity: float = 0.0
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """logps (M, B) of dataset actions under M members -> loss and metrics.
 
     With M > 1 each member is also pushed away from the most likely other member on the same
@@ -49,15 +50,15 @@ def bc_loss(
     w = torch.ones_like(logps[0]) if weight is None else weight
     nll = -(logps * w).sum(-1) / w.sum().clamp_min(1e-8)  # (M,)
     loss = nll.sum()
-    metrics = {"nll": float(nll.detach().mean())}
+    metrics = {"nll": nll.detach().mean()}
     if logps.shape[0] > 1 and diversity > 0:
         masked = logps.unsqueeze(0).expand(len(logps), -1, -1).clone()  # (M, M, B)
-        eye = torch.eye(len(logps), dtype=torch.bool)
+        eye = torch.eye(len(logps), dtype=torch.bool, device=logps.device)
         masked[eye] = -torch.inf
         best_other = masked.max(dim=1).values  # (M, B); not detached: pushes the rival down
         div = ((logps - best_other) * w).sum(-1) / w.sum().clamp_min(1e-8)
         loss = loss - diversity * div.sum()
-        metrics["diversity"] = float(div.detach().mean())
+        metrics["diversity"] = div.detach().mean()
     return loss, metrics
 
 
@@ -69,22 +70,31 @@ class BC:
     data = DataKind.OFFLINE
 
     def __init__(
-        self, spec: PolicySpec, normalizer: Normalizer, config: BCConfig | None = None
+        self,
+        spec: PolicySpec,
+        normalizer: Normalizer,
+        config: BCConfig | None = None,
+        *,
+        compile: bool = False,
     ) -> None:
         self.config = cfg = config or BCConfig()
         self.actors = nn.ModuleList(GaussianActor(spec, normalizer) for _ in range(cfg.ensemble))
         self.opt = torch.optim.AdamW(
-            self.actors.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            self.actors.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
         )
+        self._losses = maybe_compile(self.losses, compile)
+
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logps = torch.stack([a.log_prob(batch["obs"], batch["action"]) for a in self.actors])
+        return bc_loss(logps, batch.get("weight"), self.config.diversity)
 
     def update(self, batch: Batch) -> dict[str, float]:
-        logps = torch.stack([a.log_prob(batch["obs"], batch["action"]) for a in self.actors])
-        loss, metrics = bc_loss(logps, batch.get("weight"), self.config.diversity)
+        loss, metrics = self._losses(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.actors.parameters(), self.config.grad_clip)
         self.opt.step()
-        return {"loss": loss.item(), **metrics}
+        return scalars({"loss": loss.detach(), **metrics})
 
     def best_member(self, batch: Batch) -> GaussianActor:
         """The member with the highest likelihood of held-out data (what to deploy)."""

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, soft_update
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, scalars, soft_update
 from flywheel.policies import DoubleQ, Normalizer, PolicySpec, ValueNet
+from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,33 +67,41 @@ class IQLCritic:
     data = DataKind.OFFLINE
 
     def __init__(
-        self, spec: PolicySpec, normalizer: Normalizer, config: IQLConfig | None = None
+        self,
+        spec: PolicySpec,
+        normalizer: Normalizer,
+        config: IQLConfig | None = None,
+        *,
+        compile: bool = False,
     ) -> None:
         self.config = cfg = config or IQLConfig()
         self.q = DoubleQ(spec, normalizer, layer_norm=cfg.layer_norm)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = ValueNet(spec, normalizer, layer_norm=cfg.layer_norm)
-        self.q_opt = adam(self.q.parameters(), cfg.lr)
-        self.v_opt = adam(self.v.parameters(), cfg.lr)
+        # one optimiser over both: Q and V share no parameters, so the summed loss gives each
+        # exactly its own gradient, with one backward pass and one fused Adam step
+        self.opt = adam([*self.q.parameters(), *self.v.parameters()], cfg.lr)
+        self._losses = maybe_compile(self.losses, compile)
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(V loss, Q loss, Q values); V(s') is taken before this step's update (as in CORL)."""
         cfg = self.config
         obs, act = batch["obs"], batch["action"]
         with torch.no_grad():
             q_t = self.q_target(obs, act).min(0).values
-        lv = v_loss(q_t, self.v(obs), cfg.expectile)
-        self.v_opt.zero_grad(set_to_none=True)
-        lv.backward()
-        self.v_opt.step()
-        with torch.no_grad():
             v_next = self.v(batch["next_obs"])
+        lv = v_loss(q_t, self.v(obs), cfg.expectile)
         q = self.q(obs, act)
         lq = q_loss(q, batch["reward"], batch["done"], v_next, cfg.discount)
-        self.q_opt.zero_grad(set_to_none=True)
-        lq.backward()
-        self.q_opt.step()
-        soft_update(self.q_target, self.q, cfg.target_tau)
-        return {"v_loss": lv.item(), "q_loss": lq.item(), "q_mean": q.mean().item()}
+        return lv, lq, q
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        lv, lq, q = self._losses(batch)
+        self.opt.zero_grad(set_to_none=True)
+        (lv + lq).backward()
+        self.opt.step()
+        soft_update(self.q_target, self.q, self.config.target_tau)
+        return scalars({"v_loss": lv, "q_loss": lq, "q_mean": q.detach().mean()})
 
     @torch.no_grad()
     def advantage(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
@@ -108,12 +117,11 @@ class IQLCritic:
             "q": self.q.state_dict(),
             "q_target": self.q_target.state_dict(),
             "v": self.v.state_dict(),
-            "q_opt": self.q_opt.state_dict(),
-            "v_opt": self.v_opt.state_dict(),
+            "opt": self.opt.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for k in ("q", "q_target", "v", "q_opt", "v_opt"):
+        for k in ("q", "q_target", "v", "opt"):
             getattr(self, k).load_state_dict(state[k])
 
     def config_json(self) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, scalars
 from flywheel.algorithms.iql import IQLCritic
 from flywheel.policies import GaussianActor
+from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,12 +54,12 @@ class MultiStepConfig:
 
 def ppo_clip_loss(
     logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip: float
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The PPO surrogate: -E[min(r A, clip(r, 1-eps, 1+eps) A)], r = pi / pi_old (Schulman 2017)."""
     ratio = (logp - logp_old).exp()
     surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
     clipped = ((ratio - 1).abs() > clip).float().mean()
-    return -surrogate.mean(), {"ratio": ratio.mean().item(), "clip_frac": clipped.item()}
+    return -surrogate.mean(), {"ratio": ratio.detach().mean(), "clip_frac": clipped}
 
 
 @dataclass
@@ -114,7 +115,12 @@ class MultiStepImprover:
     data = DataKind.OFFLINE
 
     def __init__(
-        self, actor: GaussianActor, critic: IQLCritic, config: MultiStepConfig | None = None
+        self,
+        actor: GaussianActor,
+        critic: IQLCritic,
+        config: MultiStepConfig | None = None,
+        *,
+        compile: bool = False,
     ) -> None:
         self.config = cfg = config or MultiStepConfig()
         self.critic = critic
@@ -124,22 +130,26 @@ class MultiStepImprover:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda step: max(0.0, 1.0 - step / cfg.steps)
         )
+        self._losses = maybe_compile(self.losses, compile)
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        obs = batch["obs"]
+    def losses(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss."""
         with torch.no_grad():
             d_old = self.accepted.dist(obs)
-            a = d_old.sample()  # (B, A) actions of pi_old at dataset states
+            a = d_old.sample()  # (B, A)
             logp_old = d_old.log_prob(a)
             adv = self.critic.advantage(obs, a)
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        loss, metrics = ppo_clip_loss(self.actor.log_prob(obs, a), logp_old, adv, self.config.clip)
+        return ppo_clip_loss(self.actor.log_prob(obs, a), logp_old, adv, self.config.clip)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        loss, metrics = self._losses(batch["obs"])
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.actor.parameters(), self.config.grad_clip)
         self.opt.step()
         self.sched.step()
-        return {"loss": loss.item(), **metrics}
+        return scalars({"loss": loss, **metrics})
 
     def accept(self) -> None:
         """The candidate becomes pi_old."""

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, scalars
 from flywheel.algorithms.multistep import ppo_clip_loss
 from flywheel.policies import GaussianActor, ValueNet
+from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,49 +95,64 @@ class PPO:
     data = DataKind.ONLINE
 
     def __init__(
-        self, actor: GaussianActor, value: ValueNet, config: PPOConfig | None = None
+        self,
+        actor: GaussianActor,
+        value: ValueNet,
+        config: PPOConfig | None = None,
+        *,
+        compile: bool = False,
     ) -> None:
         self.config = cfg = config or PPOConfig()
         self.actor, self.value = actor, value
-        # the normaliser is a buffer, so it is frozen: no optimiser sees it
-        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, eps=cfg.adam_eps)
-        self.critic_opt = adam(self.value.parameters(), cfg.critic_lr, eps=cfg.adam_eps)
+        # one optimiser, a parameter group (and learning rate) each: one backward pass and one
+        # fused step per minibatch. The normaliser is a buffer, so no optimiser sees it (frozen).
+        self.opt = adam(
+            [
+                {"params": list(self.actor.parameters()), "lr": cfg.actor_lr},
+                {"params": list(self.value.parameters()), "lr": cfg.critic_lr},
+            ],
+            cfg.critic_lr,
+            eps=cfg.adam_eps,
+        )
         self.rollouts = 0
+        self._losses = maybe_compile(self.losses, compile)
+
+    def losses(self, batch: Batch, with_actor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+        """Total loss and its parts; the actor's part only once the critic has warmed up."""
+        cfg = self.config
+        lv = value_loss(self.value(batch["obs"]), batch["v_old"], batch["ret"], cfg.value_clip)
+        if not with_actor:
+            return lv, {"value_loss": lv}
+        adv = batch["adv"]
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        d = self.actor.dist(batch["obs"])
+        lp, m = ppo_clip_loss(d.log_prob(batch["action"]), batch["logp"], adv, cfg.clip)
+        ent = d.entropy().mean()
+        return lv + lp - cfg.entropy * ent, {"value_loss": lv, "policy_loss": lp, "entropy": ent, **m}  # fmt: skip
 
     def update(self, batch: Batch) -> dict[str, float]:
         """batch: obs, action, logp, adv, ret, v_old (all (B, ...))."""
         cfg = self.config
-        lv = value_loss(self.value(batch["obs"]), batch["v_old"], batch["ret"], cfg.value_clip)
-        self.critic_opt.zero_grad(set_to_none=True)
-        lv.backward()
+        with_actor = self.rollouts >= cfg.critic_warmup
+        loss, metrics = self._losses(batch, with_actor)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
         nn.utils.clip_grad_norm_(self.value.parameters(), cfg.grad_clip)
-        self.critic_opt.step()
-        metrics = {"value_loss": lv.item()}
-        if self.rollouts >= cfg.critic_warmup:
-            adv = batch["adv"]
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            d = self.actor.dist(batch["obs"])
-            lp, m = ppo_clip_loss(d.log_prob(batch["action"]), batch["logp"], adv, cfg.clip)
-            ent = d.entropy().mean()
-            loss = lp - cfg.entropy * ent
-            self.actor_opt.zero_grad(set_to_none=True)
-            loss.backward()
+        if with_actor:
             nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
-            self.actor_opt.step()
-            metrics |= {"policy_loss": lp.item(), "entropy": ent.item(), **m}
-        return metrics
+        self.opt.step()  # parameters without a gradient (the actor in warm-up) are skipped
+        return scalars({k: v.detach() for k, v in metrics.items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "actor": self.actor.state_dict(),
             "value": self.value.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
+            "opt": self.opt.state_dict(),
             "rollouts": self.rollouts,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for k in ("actor", "value", "actor_opt", "critic_opt"):
+        for k in ("actor", "value", "opt"):
             getattr(self, k).load_state_dict(state[k])
         self.rollouts = int(state["rollouts"])
 

@@ -30,10 +30,7 @@ class NumpyPolicy:
         if self.deterministic:
             a = self.actor.mode(t)
         else:
-            d = self.actor.dist(t)
-            u = d.base_dist.loc + d.base_dist.scale * torch.randn(
-                d.base_dist.loc.shape, generator=self._gen
-            )
+            u = self.actor.dist(t).sample(self._gen)
             a = torch.tanh(u) if self.actor.spec.squash else u
         return a.clamp(self.low, self.high).numpy()
 

@@ -1,0 +1,134 @@
+"""An `EnvPool` whose envs step in worker processes, so physics runs on every core.
+
+Online RL on a small machine is bound by env stepping (a MuJoCo arm task is ~0.5 ms a step),
+and Python steps one env at a time. `ProcessEnvPool` splits the envs over W processes, each
+running a plain in-process `EnvPool` on its share; one `step` sends each worker its actions and
+gathers the results, so the W shares step at the same time while the learner waits. The policy
+stays exactly on-policy (every action comes from the current weights); only wall time changes.
+
+Env factories travel to the workers with cloudpickle (lambdas and closures work), the workers
+start with `spawn` (no inherited threads or GL contexts), and each worker's envs draw reset
+seeds from their own range (`seed + w * SEED_STRIDE`), so a run is reproducible for a given
+seed and worker count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import cloudpickle
+import gymnasium as gym
+import numpy as np
+
+from flywheel.rollout import EnvPool, EpisodeRecord, StepResult
+
+SEED_STRIDE = 1_000_000
+"""Reset seeds of worker w start at seed + w * SEED_STRIDE."""
+
+
+def _serve(conn: Connection, payload: bytes) -> None:
+    """Worker loop: build the pool, then answer ("step", actions) / ("close", None)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    env_fns, kwargs = cloudpickle.loads(payload)
+    try:
+        pool = EnvPool(env_fns, **kwargs)
+        conn.send(("ready", pool.batch()))
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "step":
+                conn.send(("ok", pool.step(arg)))
+            else:
+                pool.close()
+                return
+    except EOFError:  # the learner is gone
+        return
+    except Exception as e:  # report, do not hang the learner
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+class ProcessEnvPool:
+    """Same interface as `EnvPool` (`n`, `batch`, `step`, `close`), envs in worker processes."""
+
+    def __init__(
+        self,
+        env_fns: list[Callable[[], gym.Env]],
+        *,
+        workers: int,
+        seed: int = 0,
+        record: bool = True,
+        reset_options: Callable[[int], dict | None] | None = None,
+    ) -> None:
+        self.n, self.record = len(env_fns), record
+        workers = max(1, min(workers, self.n))
+        self._slices = [s for s in np.array_split(np.arange(self.n), workers) if len(s)]
+        ctx = mp.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        for w, idx in enumerate(self._slices):
+            kwargs = {"seed": seed + w * SEED_STRIDE, "record": record, "reset_options": reset_options}  # fmt: skip
+            payload = cloudpickle.dumps(([env_fns[i] for i in idx], kwargs))
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(child, payload), daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self._obs = [self._recv(c) for c in self._conns]
+
+    def _recv(self, conn: Connection) -> Any:
+        try:
+            status, value = conn.recv()
+        except EOFError:
+            self.close()
+            raise RuntimeError("an env worker process died") from None
+        if status == "error":
+            self.close()
+            raise RuntimeError(f"env worker failed: {value}")
+        return value
+
+    def batch(self) -> dict[str, np.ndarray]:
+        """Current observations as {key: (N, ...)}."""
+        return {k: np.concatenate([o[k] for o in self._obs]) for k in self._obs[0]}
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        for conn, idx in zip(self._conns, self._slices, strict=True):
+            conn.send(("step", actions[idx]))
+        parts = [self._recv(c) for c in self._conns]
+        self._obs = [p[0] for p in parts]
+        final: dict[int, dict[str, np.ndarray]] = {}
+        finished: list[EpisodeRecord] = []
+        for p, idx in zip(parts, self._slices, strict=True):
+            final |= {int(idx[i]): o for i, o in p[4].items()}
+            finished += p[5]
+        return (
+            self.batch(),
+            np.concatenate([p[1] for p in parts]),
+            np.concatenate([p[2] for p in parts]),
+            np.concatenate([p[3] for p in parts]),
+            final,
+            finished,
+        )
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError):  # a worker that already exited
+                conn.send(("close", None))
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+        self._conns, self._procs = [], []
+
+
+def make_pool(
+    env_fns: list[Callable[[], gym.Env]], *, workers: int = 0, **kwargs: Any
+) -> EnvPool | ProcessEnvPool:
+    """In-process pool for `workers` 0, else envs split over that many processes."""
+    if workers <= 0:
+        return EnvPool(env_fns, **kwargs)
+    return ProcessEnvPool(env_fns, workers=workers, **kwargs)
