@@ -152,31 +152,40 @@ def _fresh_bundle(env: gym.Env, path: Path) -> Path:
 
 
 def online_speed(quick: bool, tmp: Path) -> None:
+    """Our PPO (envs in one worker process per core, as `refine` runs long budgets) vs SB3 PPO
+    with its default in-process DummyVecEnv and with SubprocVecEnv (its multi-process option)."""
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
 
     import sim
 
     torch.set_num_threads(1)
-    steps = 4096 if quick else 20_480
+    steps = 8192 if quick else 40_960
     n_envs, rollout, epochs, mb = 8, 256, 5, 256
+    workers = len(os.sched_getaffinity(0))
     envs = {
         "Hopper-v5": lambda: gym.make("Hopper-v5"),
         "lift": lambda: gym.make(sim.GYM_IDS["lift"]),
     }
     for name, fn in envs.items():
         b = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
-        cfg = RefineConfig(env_steps=steps, eval_episodes=1, ppo=PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0))  # fmt: skip
+        ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
+        cfg = RefineConfig(env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1, env_workers=workers, ppo=ppo)  # fmt: skip
         out = refine(b, fn, cfg, out=tmp / f"ppo-{name}")
         policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
-        vec = make_vec_env(fn, n_envs=n_envs, seed=0)
-        model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
-                       policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
-        t = time.perf_counter()
-        model.learn(total_timesteps=steps)
-        sb3 = steps / (time.perf_counter() - t)
-        emit("ppo_env_steps_per_s", out["env_steps_per_s"], "sb3-2.9.2-ppo", sb3, env=name, env_steps=steps,
-             num_envs=n_envs, floor_ratio_min=2.0)  # fmt: skip
+        sb3 = {}
+        for kind, vec_cls in (("dummy", None), ("subproc", SubprocVecEnv)):
+            vec = make_vec_env(fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
+            model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
+                           policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
+            t = time.perf_counter()
+            model.learn(total_timesteps=steps)
+            sb3[kind] = steps / (time.perf_counter() - t)
+            vec.close()
+        for kind, value in sb3.items():
+            emit("ppo_env_steps_per_s", out["env_steps_per_s"], f"sb3-2.9.2-ppo-{kind}vecenv", value, env=name,
+                 env_steps=steps, num_envs=n_envs, env_workers=workers, floor_ratio_min=2.0)  # fmt: skip
 
 
 def quality(quick: bool, tmp: Path) -> None:

@@ -8,9 +8,11 @@ lineage names its parent. The normaliser is the bundle's, frozen.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,10 +24,12 @@ import torch
 from flywheel.algorithms.base import MixedSource, OfflineSource, ReplaySource, to_torch
 from flywheel.algorithms.ppo import PPO, PPOConfig, gae
 from flywheel.algorithms.sac import SAC, SACConfig
+from flywheel.checkpoints import load_checkpoint, save_checkpoint
 from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
 from flywheel.policies import Bundle, NumpyPolicy, ValueNet, save_bundle
 from flywheel.rollout import EnvPool, EpisodeRecord
+from flywheel.runtime import Runtime
 from flywheel.workers import ProcessEnvPool, make_pool
 
 Progress = Callable[[int, int], None]
@@ -54,11 +58,17 @@ class RefineConfig:
     """Rollouts between checks of the current policy (the best one checked is returned)."""
     check_episodes: int = 20
     """Episodes per check (seeds apart from the before/after evaluation)."""
+    checkpoint_every: int = 5
+    """Rollouts (PPO) or 5,000-step blocks (SAC) between checkpoints; a killed run started again
+    with the same arguments resumes from the last one."""
     env_workers: int | None = None
     """Processes the envs step in (0: in this process). None: one per CPU core for budgets of
     at least `WORKERS_FROM` steps (starting workers costs ~2 s, worth it only for long runs)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
+    runtime: Runtime = field(default_factory=Runtime)
+    """Online runs stay on CPU whatever `device` says: their batches are a few envs wide, and a
+    GPU would add a transfer to every env step. `threads` and `compile` apply."""
 
 
 def env_workers(config: RefineConfig, num_envs: int) -> int:
@@ -91,6 +101,33 @@ class EpisodeSink:
                 self.corpus.append(ep)
 
 
+class Resumable:
+    """The checkpoint of one refinement run, beside its output bundle.
+
+    Keyed by the config and the starting bundle's hash: a different run writing to the same
+    place starts fresh. Envs are not saved (MuJoCo state, episodes in flight): a resumed run
+    resets them with new seeds, and the episodes that were in flight are not in the corpus,
+    because only finished episodes are appended.
+    """
+
+    def __init__(self, out: Path, config: RefineConfig, bundle: Bundle) -> None:
+        self.path = out.parent / f".{out.name}.checkpoint.pt"
+        doc = json.dumps({"config": asdict(config), "bundle": bundle.content_hash}, sort_keys=True, default=str)  # fmt: skip
+        self.key = hashlib.sha256(doc.encode()).hexdigest()
+        self.every = config.checkpoint_every
+
+    def load(self) -> dict[str, Any] | None:
+        state = load_checkpoint(self.path)
+        return state if state is not None and state.get("key") == self.key else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.path, {"key": self.key, **state})
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def refine(
     bundle: Bundle,
     env_fn: Callable[[], gym.Env],
@@ -101,7 +138,7 @@ def refine(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Refine `bundle` online; save the result at `out`; return before/after figures."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(config.runtime.threads)
     torch.manual_seed(config.seed)
     task = bundle.schema["task"]
     before = evaluate(
@@ -115,11 +152,12 @@ def refine(
         control_hz=bundle.schema["control_hz"],
         version=version,
     )
+    ckpt = Resumable(out, config, bundle)
     t0 = time.perf_counter()
     if config.algo == "ppo":
-        actor, value, metrics = _ppo(bundle, env_fn, config, sink, progress)
+        actor, value, metrics = _ppo(bundle, env_fn, config, sink, progress, ckpt)
     else:
-        actor, value, metrics = _sac(bundle, env_fn, config, sink, corpus, progress)
+        actor, value, metrics = _sac(bundle, env_fn, config, sink, corpus, progress, ckpt)
     seconds = time.perf_counter() - t0
     after = evaluate(
         NumpyPolicy(actor), env_fn, episodes=config.eval_episodes, seed=config.eval_seed
@@ -133,12 +171,14 @@ def refine(
         "seed": config.seed,
         "env_steps": config.env_steps,
         "metrics": metrics,
+        "resumed_at_env_steps": metrics.get("resumed_at"),
         "success_before": before.to_json(),
         "success_after": after.to_json(),
     }
     save_bundle(
         out, actor, task=task, control_hz=bundle.schema["control_hz"], lineage=lineage, value=value
     )
+    ckpt.remove()
     return {
         "bundle": str(out),
         "success_before": before.success_rate,
@@ -152,7 +192,7 @@ def refine(
     }
 
 
-def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, progress: Progress | None) -> tuple[Any, ValueNet, dict]:  # fmt: skip
+def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, progress: Progress | None, ckpt: Resumable) -> tuple[Any, ValueNet, dict]:  # fmt: skip
     cfg = config.ppo
     actor = copy.deepcopy(bundle.actor).train()
     if not actor.spec.squash:
@@ -162,50 +202,39 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
         value = copy.deepcopy(bundle.value).train()
     else:
         value = ValueNet(actor.spec, actor.encoder.normalizer)
-    algo = PPO(actor, value, cfg)
+    algo = PPO(actor, value, cfg, compile=config.runtime.compile)
+    steps, last, resumed_at = 0, {}, None
+    g = torch.Generator().manual_seed(config.seed)
+    state = ckpt.load()
+    if state is None:
+        keeper = _BestKeeper(env_fn, config, actor, value)
+    else:
+        algo.load_state_dict(state["algo"])
+        keeper = _BestKeeper(env_fn, config, actor, value, restore=state["keeper"])
+        steps = resumed_at = int(state["steps"])
+        last = json.loads(state["last"])
+        g.set_state(state["g"])
+        torch.set_rng_state(state["torch_rng"])
+        sink.episodes, sink.successes = (int(x) for x in state["sink"])
     pool = make_pool(
         [env_fn] * cfg.num_envs,
         workers=env_workers(config, cfg.num_envs),
-        seed=config.seed * 1_000_003,
+        seed=config.seed * 1_000_003 + steps,  # a resumed run resets its envs with new seeds
         record=sink.corpus is not None,
     )
-    steps, last = 0, {}
-    g = torch.Generator().manual_seed(config.seed)
-    keeper = _BestKeeper(env_fn, config, actor, value)
     try:
         while steps < config.env_steps:
             roll = _collect(pool, actor, value, cfg.rollout_steps, g, sink)
             steps += cfg.rollout_steps * cfg.num_envs
-            adv, ret = gae(
-                roll["reward"],
-                roll["value"],
-                roll["next_value"],
-                roll["done"],
-                cfg.gamma,
-                cfg.gae_lambda,
-            )
-            flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
-            data = {
-                "obs": {k: flat(v) for k, v in roll["obs"].items()},
-                "action": flat(roll["action"]),
-                "logp": flat(roll["logp"]),
-                "adv": flat(adv),
-                "ret": flat(ret),
-                "v_old": flat(roll["value"]),
-            }
-            n = data["action"].shape[0]
-            for _ in range(cfg.epochs):
-                perm = torch.randperm(n, generator=g)
-                for i in range(0, n, cfg.minibatch):
-                    j = perm[i : i + cfg.minibatch]
-                    mb = {
-                        k: ({kk: vv[j] for kk, vv in v.items()} if isinstance(v, dict) else v[j])
-                        for k, v in data.items()
-                    }
-                    last = algo.update(mb)
+            for mb in _minibatches(roll, cfg, g):
+                last = algo.update(mb)
             algo.rollouts += 1
             if algo.rollouts % config.check_every == 0 or steps >= config.env_steps:
                 keeper.check(actor, value, steps)
+            if algo.rollouts % ckpt.every == 0 and steps < config.env_steps:
+                ckpt.save({"algo": algo.state_dict(), "keeper": keeper.state_dict(), "steps": steps,
+                           "last": json.dumps(last), "g": g.get_state(), "torch_rng": torch.get_rng_state(),
+                           "sink": [sink.episodes, sink.successes]})  # fmt: skip
             if progress is not None:
                 progress(min(steps, config.env_steps), config.env_steps)
     finally:
@@ -214,8 +243,31 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     return (
         actor.eval(),
         value.eval(),
-        {"ppo": last, "rollouts": algo.rollouts, "checks": keeper.log},
+        {"ppo": last, "rollouts": algo.rollouts, "checks": keeper.log, "resumed_at": resumed_at},
     )
+
+
+def _minibatches(roll: dict[str, Any], cfg: PPOConfig, g: torch.Generator) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """GAE on a (T, N) rollout, flattened, then `epochs` shuffled passes of minibatches."""
+    adv, ret = gae(roll["reward"], roll["value"], roll["next_value"], roll["done"], cfg.gamma, cfg.gae_lambda)  # fmt: skip
+    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
+    data = {
+        "obs": {k: flat(v) for k, v in roll["obs"].items()},
+        "action": flat(roll["action"]),
+        "logp": flat(roll["logp"]),
+        "adv": flat(adv),
+        "ret": flat(ret),
+        "v_old": flat(roll["value"]),
+    }
+    n = data["action"].shape[0]
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, cfg.minibatch):
+            j = perm[i : i + cfg.minibatch]
+            yield {
+                k: ({kk: vv[j] for kk, vv in v.items()} if isinstance(v, dict) else v[j])
+                for k, v in data.items()
+            }
 
 
 class _BestKeeper:
@@ -226,12 +278,20 @@ class _BestKeeper:
     policy included: refinement never returns a policy it measured to be worse.
     """
 
-    def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, actor: Any, value: ValueNet) -> None:  # fmt: skip
+    def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, actor: Any, value: ValueNet, *, restore: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.env_fn, self.config = env_fn, config
+        if restore is not None:  # from a checkpoint: no need to score the start again
+            self.score = tuple(json.loads(restore["score"]))
+            self.state = (restore["actor"], restore["value"])
+            self.log = json.loads(restore["log"])
+            return
         self.log: list[dict[str, float]] = []
         self.score = self._score(actor)
         self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
         self.log.append({"env_steps": 0, "success": self.score[0], "return": self.score[1]})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": json.dumps(self.score), "actor": self.state[0], "value": self.state[1], "log": json.dumps(self.log)}  # fmt: skip
 
     def _score(self, actor: Any) -> tuple[float, float]:
         r = evaluate(NumpyPolicy(actor), self.env_fn, episodes=self.config.check_episodes, seed=self.config.eval_seed + 10_000)  # fmt: skip
@@ -288,24 +348,41 @@ def _collect(pool: EnvPool | ProcessEnvPool, actor: Any, value: ValueNet, T: int
     }
 
 
-def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, corpus: Corpus | None, progress: Progress | None) -> tuple[Any, None, dict]:  # fmt: skip
+SAC_BLOCK = 5_000
+"""Env steps per SAC checkpoint block (see `RefineConfig.checkpoint_every`)."""
+
+
+def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, corpus: Corpus | None, progress: Progress | None, ckpt: Resumable) -> tuple[Any, None, dict]:  # fmt: skip
     cfg = config.sac
     norm = bundle.actor.encoder.normalizer
     algo = SAC(bundle.spec, norm, cfg)
     replay = ReplaySource(capacity=max(config.env_steps, 1000), seed=config.seed)
     source: Any = replay
+    offline: OfflineSource | None = None
     if corpus is not None:
         snap = corpus.snapshot(Filter(task=bundle.schema["task"]))
         if snap.entries:
             cache = TrainingCache.build(corpus, snap, obs_keys=list(bundle.spec.obs_shapes))
-            source = MixedSource(OfflineSource(cache, seed=config.seed), replay)
+            offline = OfflineSource(cache, seed=config.seed)
+            source = MixedSource(offline, replay)
+    steps, last, resumed_at = 0, {}, None
+    state = ckpt.load()
+    if state is not None:
+        algo.load_state_dict(state["algo"])
+        replay.load_state_dict(state["replay"])
+        if offline is not None and state["offline_rng"]:
+            offline.set_rng_state(json.loads(state["offline_rng"]))
+        steps = resumed_at = int(state["steps"])
+        last = json.loads(state["last"])
+        torch.set_rng_state(state["torch_rng"])
+        sink.episodes, sink.successes = (int(x) for x in state["sink"])
     pool = make_pool(
         [env_fn] * cfg.num_envs,
         workers=env_workers(config, cfg.num_envs),
-        seed=config.seed * 1_000_003,
+        seed=config.seed * 1_000_003 + steps,
         record=sink.corpus is not None,
     )
-    steps, last = 0, {}
+    block = steps // (SAC_BLOCK * ckpt.every)
     try:
         obs = pool.batch()
         while steps < config.env_steps:
@@ -324,8 +401,14 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             if steps >= cfg.warmup_steps:
                 for _ in range(cfg.updates_per_step):
                     last = algo.update(source.sample(cfg.batch_size))
+            if steps // (SAC_BLOCK * ckpt.every) > block and steps < config.env_steps:
+                block = steps // (SAC_BLOCK * ckpt.every)
+                ckpt.save({"algo": algo.state_dict(), "replay": replay.state_dict(), "steps": steps,
+                           "offline_rng": json.dumps(offline.rng_state()) if offline else "",
+                           "last": json.dumps(last), "torch_rng": torch.get_rng_state(),
+                           "sink": [sink.episodes, sink.successes]})  # fmt: skip
             if progress is not None:
                 progress(min(steps, config.env_steps), config.env_steps)
     finally:
         pool.close()
-    return algo.actor.eval(), None, {"sac": last}
+    return algo.actor.eval(), None, {"sac": last, "resumed_at": resumed_at}

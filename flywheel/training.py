@@ -11,7 +11,6 @@ import copy
 import functools
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from flywheel.algorithms.base import OfflineSource, to_device
 from flywheel.algorithms.bc import BC, BCConfig
 from flywheel.algorithms.iql import IQLConfig, IQLCritic
 from flywheel.algorithms.multistep import GateDecision, MultiStepConfig, MultiStepImprover, decide
+from flywheel.checkpoints import load_checkpoint, save_checkpoint
 from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
 from flywheel.ope import DynamicsConfig, DynamicsEnsemble, am_q
@@ -74,19 +74,6 @@ class OfflineConfig:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic: write beside, then rename (a kill mid-write leaves the previous checkpoint)."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    return torch.load(path, weights_only=True)  # plain tensors and containers only
-
-
 class OfflineRun:
     """State of one run; `run()` executes the stages it has not finished yet."""
 
@@ -112,7 +99,7 @@ class OfflineRun:
         self.bundle_path = home / "bundles" / self.run_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path = self.dir / "checkpoint.pt"
-        ckpt = _load_checkpoint(self.ckpt_path)
+        ckpt = load_checkpoint(self.ckpt_path)
         if ckpt is not None:  # resume on exactly the recorded snapshot
             snap = corpus.replay(json.loads(ckpt["snapshot"]))
         self.snapshot = snap
@@ -179,7 +166,7 @@ class OfflineRun:
         self.metrics, self.generations, self.gate_cache = json.loads(s["records"])
 
     def _checkpoint(self) -> None:
-        _save_checkpoint(self.ckpt_path, self._state())
+        save_checkpoint(self.ckpt_path, self._state())
 
     # --- stages ---------------------------------------------------------------------------
 

@@ -6,8 +6,10 @@ running a plain in-process `EnvPool` on its share; one `step` sends each worker 
 gathers the results, so the W shares step at the same time while the learner waits. The policy
 stays exactly on-policy (every action comes from the current weights); only wall time changes.
 
-Env factories travel to the workers with cloudpickle (lambdas and closures work), the workers
-start with `spawn` (no inherited threads or GL contexts), and each worker's envs draw reset
+Env factories travel to the workers with cloudpickle (lambdas and closures work). A worker is a
+fresh interpreter (`python -m flywheel.workers FD`, talking over a socket pair): nothing is
+inherited (threads, GL contexts) and, unlike multiprocessing's spawn, the caller's `__main__`
+is not re-imported, so scripts need no `if __name__ == "__main__"` guard. Each worker's envs draw reset
 seeds from their own range (`seed + w * SEED_STRIDE`), so a run is reproducible for a given
 seed and worker count.
 """
@@ -15,8 +17,10 @@ seed and worker count.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -31,11 +35,10 @@ SEED_STRIDE = 1_000_000
 """Reset seeds of worker w start at seed + w * SEED_STRIDE."""
 
 
-def _serve(conn: Connection, payload: bytes) -> None:
+def _serve(conn: Connection) -> None:
     """Worker loop: build the pool, then answer ("step", actions) / ("close", None)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    env_fns, kwargs = cloudpickle.loads(payload)
     try:
+        env_fns, kwargs = cloudpickle.loads(conn.recv_bytes())
         pool = EnvPool(env_fns, **kwargs)
         conn.send(("ready", pool.batch()))
         while True:
@@ -66,18 +69,19 @@ class ProcessEnvPool:
         self.n, self.record = len(env_fns), record
         workers = max(1, min(workers, self.n))
         self._slices = [s for s in np.array_split(np.arange(self.n), workers) if len(s)]
-        ctx = mp.get_context("spawn")
         self._conns: list[Connection] = []
-        self._procs: list[Any] = []
+        self._procs: list[subprocess.Popen] = []
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         for w, idx in enumerate(self._slices):
             kwargs = {"seed": seed + w * SEED_STRIDE, "record": record, "reset_options": reset_options}  # fmt: skip
-            payload = cloudpickle.dumps(([env_fns[i] for i in idx], kwargs))
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(child, payload), daemon=True)
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
+            ours, theirs = socket.socketpair()
+            fd = theirs.fileno()
+            cmd = [sys.executable, "-m", "flywheel.workers", str(fd)]
+            self._procs.append(subprocess.Popen(cmd, pass_fds=(fd,), env=env))
+            theirs.close()
+            conn = Connection(ours.detach())
+            conn.send_bytes(cloudpickle.dumps(([env_fns[i] for i in idx], kwargs)))
+            self._conns.append(conn)
         self._obs = [self._recv(c) for c in self._conns]
 
     def _recv(self, conn: Connection) -> Any:
@@ -119,9 +123,12 @@ class ProcessEnvPool:
             with contextlib.suppress(OSError):  # a worker that already exited
                 conn.send(("close", None))
         for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
                 proc.kill()
+        for conn in self._conns:
+            conn.close()
         self._conns, self._procs = [], []
 
 
@@ -132,3 +139,7 @@ def make_pool(
     if workers <= 0:
         return EnvPool(env_fns, **kwargs)
     return ProcessEnvPool(env_fns, workers=workers, **kwargs)
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

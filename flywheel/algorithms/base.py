@@ -15,6 +15,7 @@ feed it live in `flywheel.training`.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -143,6 +144,27 @@ class ReplaySource:
         self._i = (self._i + n) % self.capacity
         self._n = min(self._n + n, self.capacity)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Contents and position as tensors (for a `weights_only` checkpoint)."""
+        t = lambda d: {
+            k: t(v) if isinstance(v, dict) else torch.from_numpy(v[: self._n].copy())
+            for k, v in d.items()
+        }  # noqa: E731
+        return {"data": t(self._data or {}), "i": self._i, "n": self._n, "rng": json.dumps(self._rng.bit_generator.state)}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._i, self._n = int(state["i"]), int(state["n"])
+        self._rng.bit_generator.state = json.loads(state["rng"])
+        self._data = None
+        data = state["data"]
+        if data:
+            self._data = {}
+            for k, v in data.items():
+                if isinstance(v, Mapping):
+                    self._data[k] = {kk: _grow(vv.numpy(), self.capacity) for kk, vv in v.items()}
+                else:
+                    self._data[k] = _grow(v.numpy(), self.capacity)
+
     def sample(self, batch_size: int) -> Batch:
         assert self._data is not None, "empty replay"
         j = self._rng.integers(0, self._n, size=batch_size)
@@ -157,6 +179,13 @@ class ReplaySource:
             },
             self.device,
         )
+
+
+def _grow(a: np.ndarray, capacity: int) -> np.ndarray:
+    """The first rows of a ring buffer, back in a buffer of full capacity."""
+    out = np.zeros((capacity, *a.shape[1:]), a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 @dataclass

@@ -1,0 +1,106 @@
+"""Online refinement: killed runs resume from their checkpoint; env worker processes step the
+same episodes as in-process envs."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+sim = pytest.importorskip("sim")
+
+from flywheel.algorithms.ppo import PPOConfig  # noqa: E402
+from flywheel.algorithms.sac import SACConfig  # noqa: E402
+from flywheel.corpus import Corpus, Filter  # noqa: E402
+from flywheel.online import RefineConfig, Resumable, refine  # noqa: E402
+from flywheel.policies import GaussianActor, Normalizer, PolicySpec, ValueNet, load_bundle, save_bundle  # noqa: E402  # fmt: skip
+from flywheel.rollout import EnvPool  # noqa: E402
+from flywheel.workers import ProcessEnvPool  # noqa: E402
+
+
+def _env():
+    return gym.make(sim.GYM_IDS["reach"])
+
+
+def _bundle(tmp_path):
+    space = _env().observation_space
+    spec = PolicySpec(obs_shapes={k: s.shape for k, s in space.spaces.items()}, action_dim=4, hidden=(32, 32))  # fmt: skip
+    norm = Normalizer(spec.obs_shapes)
+    path = save_bundle(tmp_path / "start", GaussianActor(spec, norm), task="reach", control_hz=20.0, lineage={}, value=ValueNet(spec, norm))  # fmt: skip
+    return load_bundle(path)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_killed_refinement_resumes_from_its_checkpoint(tmp_path, algo):
+    corpus = Corpus.open_or_create(tmp_path / "c.zarr")
+    bundle = _bundle(tmp_path)
+    cfg = RefineConfig(
+        algo=algo,
+        env_steps=2048 if algo == "ppo" else 10_240,
+        eval_episodes=2,
+        check_episodes=2,
+        checkpoint_every=1,
+        env_workers=0,
+        ppo=PPOConfig(num_envs=4, rollout_steps=64, epochs=1, critic_warmup=0),
+        sac=SACConfig(num_envs=4, warmup_steps=10_000, batch_size=32),
+    )
+    out = tmp_path / "refined"
+    kill_after = 1024 if algo == "ppo" else 6000
+
+    def progress(done, total):
+        if done >= kill_after:
+            raise _Killed  # a checkpoint was written before this point
+
+    with pytest.raises(_Killed):
+        refine(bundle, _env, cfg, out=out, corpus=corpus, progress=progress)
+    ckpt = Resumable(out, cfg, bundle)
+    assert ckpt.load() is not None and not out.exists()
+    before = len(corpus.entries(Filter(source="online")))
+    res = refine(bundle, _env, cfg, out=out, corpus=corpus)
+    assert 0 < res["metrics"]["resumed_at"] < cfg.env_steps
+    assert not ckpt.path.exists() and load_bundle(res["bundle"]).lineage["resumed_at_env_steps"]
+    # only whole episodes reach the corpus, before and after the kill
+    online = corpus.entries(Filter(source="online"))
+    assert len(online) > before and all(e.length > 0 for e in online)
+
+
+def test_a_different_run_ignores_a_foreign_checkpoint(tmp_path):
+    bundle = _bundle(tmp_path)
+    a = Resumable(tmp_path / "out", RefineConfig(seed=0), bundle)
+    a.save({"steps": 5})
+    assert Resumable(tmp_path / "out", RefineConfig(seed=1), bundle).load() is None
+    assert a.load()["steps"] == 5
+
+
+def test_worker_processes_step_the_same_episodes_as_in_process_envs():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(120, 3, 4)).astype(np.float32)
+    pools = [EnvPool([_env] * 3, seed=7), ProcessEnvPool([_env] * 3, workers=1, seed=7)]
+    try:
+        for a in actions:
+            (o1, r1, t1, u1, f1, d1), (o2, r2, t2, u2, f2, d2) = (p.step(a) for p in pools)
+            for k in o1:
+                np.testing.assert_array_equal(o1[k], o2[k])
+            np.testing.assert_array_equal(r1, r2)
+            assert sorted(f1) == sorted(f2) and [e.seed for e in d1] == [e.seed for e in d2]
+    finally:
+        for p in pools:
+            p.close()
+
+
+def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
+    pool = ProcessEnvPool([_env] * 3, workers=2, seed=0)
+    try:
+        assert pool.batch()["ee_pos"].shape[0] == 3
+        finished = []
+        for _ in range(120):
+            obs, r, term, trunc, final, done = pool.step(np.zeros((3, 4), np.float32))
+            assert set(final) == set(np.flatnonzero(term | trunc))
+            finished += done
+        assert finished and all(e.length > 0 for e in finished)
+    finally:
+        pool.close()
