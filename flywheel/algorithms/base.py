@@ -146,11 +146,11 @@ class ReplaySource:
 
     def state_dict(self) -> dict[str, Any]:
         """Contents and position as tensors (for a `weights_only` checkpoint)."""
-        t = lambda d: {
-            k: t(v) if isinstance(v, dict) else torch.from_numpy(v[: self._n].copy())
-            for k, v in d.items()
-        }  # noqa: E731
-        return {"data": t(self._data or {}), "i": self._i, "n": self._n, "rng": json.dumps(self._rng.bit_generator.state)}  # fmt: skip
+
+        def rows(d: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: rows(v) if isinstance(v, Mapping) else torch.from_numpy(v[: self._n].copy()) for k, v in d.items()}  # fmt: skip
+
+        return {"data": rows(self._data or {}), "i": self._i, "n": self._n, "rng": json.dumps(self._rng.bit_generator.state)}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._i, self._n = int(state["i"]), int(state["n"])

@@ -13,7 +13,14 @@ from flywheel.algorithms.ppo import PPOConfig  # noqa: E402
 from flywheel.algorithms.sac import SACConfig  # noqa: E402
 from flywheel.corpus import Corpus, Filter  # noqa: E402
 from flywheel.online import RefineConfig, Resumable, refine  # noqa: E402
-from flywheel.policies import GaussianActor, Normalizer, PolicySpec, ValueNet, load_bundle, save_bundle  # noqa: E402  # fmt: skip
+from flywheel.policies import (  # noqa: E402  # fmt: skip
+    GaussianActor,
+    Normalizer,
+    PolicySpec,
+    ValueNet,
+    load_bundle,
+    save_bundle,
+)
 from flywheel.rollout import EnvPool  # noqa: E402
 from flywheel.workers import ProcessEnvPool  # noqa: E402
 
@@ -82,7 +89,7 @@ def test_worker_processes_step_the_same_episodes_as_in_process_envs():
     pools = [EnvPool([_env] * 3, seed=7), ProcessEnvPool([_env] * 3, workers=1, seed=7)]
     try:
         for a in actions:
-            (o1, r1, t1, u1, f1, d1), (o2, r2, t2, u2, f2, d2) = (p.step(a) for p in pools)
+            (o1, r1, _, _, f1, d1), (o2, r2, _, _, f2, d2) = (p.step(a) for p in pools)
             for k in o1:
                 np.testing.assert_array_equal(o1[k], o2[k])
             np.testing.assert_array_equal(r1, r2)
@@ -98,7 +105,7 @@ def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
         assert pool.batch()["ee_pos"].shape[0] == 3
         finished = []
         for _ in range(120):
-            obs, r, term, trunc, final, done = pool.step(np.zeros((3, 4), np.float32))
+            _, _, term, trunc, final, done = pool.step(np.zeros((3, 4), np.float32))
             assert set(final) == set(np.flatnonzero(term | trunc))
             finished += done
         assert finished and all(e.length > 0 for e in finished)
