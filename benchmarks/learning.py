@@ -163,7 +163,7 @@ def online_speed(quick: bool, tmp: Path) -> None:
     torch.set_num_threads(1)
     steps = 8192 if quick else 40_960
     n_envs, rollout, epochs, mb = 8, 256, 5, 256
-    workers = len(os.sched_getaffinity(0))
+    workers = len(os.sched_getaffinity(0)) - 1  # beside the learner, which steps a share too
     envs = {
         "Hopper-v5": lambda: gym.make("Hopper-v5"),
         "lift": lambda: gym.make(sim.GYM_IDS["lift"]),

@@ -62,8 +62,9 @@ class RefineConfig:
     """Rollouts (PPO) or 5,000-step blocks (SAC) between checkpoints; a killed run started again
     with the same arguments resumes from the last one."""
     env_workers: int | None = None
-    """Processes the envs step in (0: in this process). None: one per CPU core for budgets of
-    at least `WORKERS_FROM` steps (starting workers costs ~2 s, worth it only for long runs)."""
+    """Worker processes that step a share of the envs beside this process (0: all envs here).
+    None: one per extra CPU core for budgets of at least `WORKERS_FROM` steps (starting a
+    worker costs ~1 s, worth it only for long runs)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     runtime: Runtime = field(default_factory=Runtime)
@@ -72,11 +73,12 @@ class RefineConfig:
 
 
 def env_workers(config: RefineConfig, num_envs: int) -> int:
-    """How many processes step the envs (see `RefineConfig.env_workers`)."""
+    """Worker processes beside this one that step envs (see `RefineConfig.env_workers`)."""
     if config.env_workers is not None:
         return config.env_workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(cores or 1, num_envs) if config.env_steps >= WORKERS_FROM and (cores or 1) > 1 else 0
+    extra = min((cores or 1) - 1, num_envs - 1)
+    return extra if config.env_steps >= WORKERS_FROM and extra > 0 else 0
 
 
 class EpisodeSink:

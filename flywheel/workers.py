@@ -55,25 +55,34 @@ def _serve(conn: Connection) -> None:
 
 
 class ProcessEnvPool:
-    """Same interface as `EnvPool` (`n`, `batch`, `step`, `close`), envs in worker processes."""
+    """Same interface as `EnvPool` (`n`, `batch`, `step`, `close`), envs in worker processes.
+
+    With `local_share` the calling process steps one share itself while the workers step the
+    others, so W workers keep W + 1 cores busy: on a 2-core machine one worker and the learner
+    split the envs, and nothing waits on an oversubscribed core.
+    """
 
     def __init__(
         self,
         env_fns: list[Callable[[], gym.Env]],
         *,
         workers: int,
+        local_share: bool = False,
         seed: int = 0,
         record: bool = True,
         reset_options: Callable[[int], dict | None] | None = None,
     ) -> None:
         self.n, self.record = len(env_fns), record
-        workers = max(1, min(workers, self.n))
-        self._slices = [s for s in np.array_split(np.arange(self.n), workers) if len(s)]
+        shares = max(1, min(workers + int(local_share), self.n))
+        self._slices = [s for s in np.array_split(np.arange(self.n), shares) if len(s)]
         self._conns: list[Connection] = []
         self._procs: list[subprocess.Popen] = []
+        self._local: EnvPool | None = None
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         for w, idx in enumerate(self._slices):
             kwargs = {"seed": seed + w * SEED_STRIDE, "record": record, "reset_options": reset_options}  # fmt: skip
+            if local_share and w == 0:
+                continue  # built below, once the workers are starting
             ours, theirs = socket.socketpair()
             fd = theirs.fileno()
             cmd = [sys.executable, "-m", "flywheel.workers", str(fd)]
@@ -82,7 +91,9 @@ class ProcessEnvPool:
             conn = Connection(ours.detach())
             conn.send_bytes(cloudpickle.dumps(([env_fns[i] for i in idx], kwargs)))
             self._conns.append(conn)
-        self._obs = [self._recv(c) for c in self._conns]
+        if local_share:
+            self._local = EnvPool([env_fns[i] for i in self._slices[0]], seed=seed, record=record, reset_options=reset_options)  # fmt: skip
+        self._obs = ([self._local.batch()] if self._local else []) + [self._recv(c) for c in self._conns]  # fmt: skip
 
     def _recv(self, conn: Connection) -> Any:
         try:
@@ -100,9 +111,12 @@ class ProcessEnvPool:
         return {k: np.concatenate([o[k] for o in self._obs]) for k in self._obs[0]}
 
     def step(self, actions: np.ndarray) -> StepResult:
-        for conn, idx in zip(self._conns, self._slices, strict=True):
+        remote = self._slices[1:] if self._local else self._slices
+        for conn, idx in zip(self._conns, remote, strict=True):
             conn.send(("step", actions[idx]))
-        parts = [self._recv(c) for c in self._conns]
+        # the local share steps while the workers step theirs
+        parts = [self._local.step(actions[self._slices[0]])] if self._local else []
+        parts += [self._recv(c) for c in self._conns]
         self._obs = [p[0] for p in parts]
         final: dict[int, dict[str, np.ndarray]] = {}
         finished: list[EpisodeRecord] = []
@@ -129,16 +143,18 @@ class ProcessEnvPool:
                 proc.kill()
         for conn in self._conns:
             conn.close()
-        self._conns, self._procs = [], []
+        if self._local is not None:
+            self._local.close()
+        self._conns, self._procs, self._local = [], [], None
 
 
 def make_pool(
     env_fns: list[Callable[[], gym.Env]], *, workers: int = 0, **kwargs: Any
 ) -> EnvPool | ProcessEnvPool:
-    """In-process pool for `workers` 0, else envs split over that many processes."""
+    """In-process pool for `workers` 0, else envs split over this process and `workers` more."""
     if workers <= 0:
         return EnvPool(env_fns, **kwargs)
-    return ProcessEnvPool(env_fns, workers=workers, **kwargs)
+    return ProcessEnvPool(env_fns, workers=workers, local_share=True, **kwargs)
 
 
 if __name__ == "__main__":

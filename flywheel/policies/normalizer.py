@@ -62,10 +62,26 @@ class Normalizer(nn.Module):
         """(B, sum D_k): the keys flattened and concatenated in order, then normalised; equal to
         concatenating `forward`'s outputs."""
         x = torch.cat([obs[k].flatten(1) for k in self.keys], dim=-1)
-        # concatenated here, not cached: the buffers may be changed in place (loading, tests)
-        mean = torch.cat([getattr(self, f"mean_{k}").flatten() for k in self.keys])
-        std = torch.cat([getattr(self, f"std_{k}").flatten() for k in self.keys])
+        mean, std = self._flat_stats()
         return ((x - mean) / std).clamp(-CLIP, CLIP)
+
+    def _flat_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The buffers concatenated in key order, cached until one of them changes (in-place
+        edits bump a tensor's version; `.to()` and loading give new tensors)."""
+        bufs = [getattr(self, f"{s}_{k}") for s in ("mean", "std") for k in self.keys]
+        if torch.compiler.is_compiling():  # traced once: no cache needed
+            return torch.cat([b.flatten() for b in bufs[: len(self.keys)]]), torch.cat([b.flatten() for b in bufs[len(self.keys) :]])  # fmt: skip
+        versions = [b._version for b in bufs]
+        cached = self.__dict__.get("_flat_cache")  # (buffers, versions, mean, std)
+        if (
+            cached is None
+            or cached[1] != versions
+            or any(a is not b for a, b in zip(cached[0], bufs, strict=True))
+        ):
+            n = len(self.keys)
+            cached = (bufs, versions, torch.cat([b.flatten() for b in bufs[:n]]), torch.cat([b.flatten() for b in bufs[n:]]))  # fmt: skip
+            self.__dict__["_flat_cache"] = cached
+        return cached[2], cached[3]
 
     def fingerprint(self) -> str:
         """Hash of the normaliser's values: a deployed client checks it against the server's."""
