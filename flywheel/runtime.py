@@ -37,7 +37,7 @@ class Runtime:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' asked for, but torch sees no GPU")
+            raise ValueError("device 'cuda' asked for, but torch sees no GPU")
         return torch.device(self.device)
 
     def apply(self) -> torch.device:

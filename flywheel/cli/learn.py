@@ -8,18 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from flywheel.cli.output import console, emit_json, key_values, stage_bars, table
 from flywheel.home import default_corpus_path, flywheel_home
 
+if TYPE_CHECKING:  # torch is imported lazily: `--help` stays fast
+    from flywheel.runtime import Runtime
+
 CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus path.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 EnvOpt = Annotated[
     str | None, typer.Option("--env", help="A Gymnasium env id instead of the sim task's.")
 ]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+CompileOpt = Annotated[
+    bool, typer.Option(help="torch.compile the update steps (pays off for long runs).")
+]
+ThreadsOpt = Annotated[int, typer.Option(help="torch CPU threads.")]
 
 
 def env_factory(task: str, env_id: str | None = None, variation: str = "none") -> Callable:
@@ -46,6 +54,15 @@ def resolve_bundle(ref: str) -> Path:
     raise typer.BadParameter(f"no bundle at {ref} or {q}")
 
 
+def _runtime(device: str, threads: int, compile: bool) -> Runtime:
+    from flywheel.runtime import Runtime
+
+    try:
+        return Runtime(device=device, threads=threads, compile=compile)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 def register(app: typer.Typer) -> None:
     """Add train, refine and eval to the `flywheel` app."""
 
@@ -63,6 +80,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option(help="Gate generations on sim rollouts too.")
         ] = True,
         cameras: Annotated[str, typer.Option(help="Comma-separated cameras the policy sees.")] = "",
+        device: DeviceOpt = "auto",
+        compile: CompileOpt = False,
+        threads: ThreadsOpt = 1,
         corpus: CorpusOpt = None,
         env: EnvOpt = None,
         json: JsonOpt = False,
@@ -76,6 +96,7 @@ def register(app: typer.Typer) -> None:
         if algo not in ("bc", "multistep"):
             raise typer.BadParameter("--algo must be bc or multistep")
         cfg = OfflineConfig(
+            runtime=_runtime(device, threads, compile),
             task=task,
             algo=algo,  # type: ignore[arg-type]
             seed=seed,
@@ -113,6 +134,14 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option()] = 0,
         eval_episodes: Annotated[int, typer.Option()] = 20,
         record: Annotated[bool, typer.Option(help="Append online episodes to the corpus.")] = True,
+        env_workers: Annotated[
+            int | None,
+            typer.Option(
+                help="Processes stepping envs beside this one (default: per core, long runs)."
+            ),
+        ] = None,
+        compile: CompileOpt = False,
+        threads: ThreadsOpt = 1,
         corpus: CorpusOpt = None,
         env: EnvOpt = None,
         json: JsonOpt = False,
@@ -129,7 +158,7 @@ def register(app: typer.Typer) -> None:
         b = load_bundle(src)
         out = flywheel_home() / "bundles" / f"{src.name}-{algo}-s{seed}-{env_steps}"
         c = Corpus.open_or_create(corpus or default_corpus_path()) if record else None
-        cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes)  # type: ignore[arg-type]
+        cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes, env_workers=env_workers, runtime=_runtime("cpu", threads, compile))  # type: ignore[arg-type]  # fmt: skip
         with stage_bars(enabled=not json) as bars:
             res = run_refine(b, env_factory(task, env), cfg, out=out, corpus=c, progress=lambda d, t: bars("online", d, t))  # fmt: skip
         if json:

@@ -25,6 +25,7 @@ from flywheel.policies import (
     load_bundle,
     save_bundle,
 )
+from flywheel.runtime import Runtime
 from flywheel.training import OfflineConfig, OfflineRun, train_offline
 
 
@@ -175,3 +176,21 @@ def test_image_policy_trains_on_a_tiny_image_corpus(tmp_path):
     obs = {k: v[:3] for k, v in run.cache.obs.items()} | {"front": run.cache.images["front"][:3]}
     assert NumpyPolicy(b.actor)(obs).shape == (3, 4)
     assert b.schema["observation"]["front"] == {"shape": [32, 32, 3], "dtype": "uint8"}
+
+
+def test_runtime_refuses_a_missing_gpu_and_records_itself(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU"):
+            Runtime(device="cuda").apply()
+    a = train_offline(_corpus(tmp_path / "a.zarr"), _cfg(algo="bc"), home=tmp_path / "h")
+    rt = load_bundle(a["bundle"]).lineage["runtime"]
+    assert rt["threads"] == 1 and rt["device"] in ("cpu", "cuda:0", "cuda") and not rt["compile"]
+
+
+@pytest.mark.slow
+def test_compiled_updates_train_to_the_eager_result(tmp_path):
+    """torch.compile fuses the update's ops; the numbers agree with eager to float tolerance."""
+    eager = train_offline(_corpus(tmp_path / "a.zarr"), _cfg(), home=tmp_path / "ha")
+    fast = train_offline(_corpus(tmp_path / "b.zarr"), _cfg(runtime=Runtime(compile=True)), home=tmp_path / "hb")  # fmt: skip
+    we, wf = _weights(eager), _weights(fast)
+    assert all(torch.allclose(we[k], wf[k], atol=1e-3) for k in we)
