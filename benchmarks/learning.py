@@ -48,6 +48,7 @@ from flywheel.policies import (
     load_bundle,
     save_bundle,
 )
+from flywheel.runtime import Runtime
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
@@ -86,13 +87,20 @@ def offline_speed(quick: bool, tmp: Path) -> None:
     spec = PolicySpec(obs_shapes={k: v.shape[1:] for k, v in cache.obs.items()}, action_dim=cache.action.shape[1], hidden=(256, 256))  # fmt: skip
     norm = Normalizer.from_stats(spec.obs_shapes, cache.stats)
     src = OfflineSource(cache, seed=0)
-    # same networks as d3rlpy's: plain [256, 256] MLPs, no LayerNorm
-    bc, iql = BC(spec, norm), IQLCritic(spec, norm, IQLConfig(layer_norm=False))
-    imp = MultiStepImprover(GaussianActor(spec, norm), iql)
 
-    def iql_based():  # what one step of the retrain costs: critic + policy improvement
-        iql.update(src.sample(256))
-        imp.update(src.sample(256))
+    def ours(compile: bool):  # same networks as d3rlpy's: plain [256, 256] MLPs, no LayerNorm
+        bc = BC(spec, norm, compile=compile)
+        iql = IQLCritic(spec, norm, IQLConfig(layer_norm=False), compile=compile)
+        imp = MultiStepImprover(GaussianActor(spec, norm), iql, compile=compile)
+
+        def iql_based():  # what one step of the retrain costs: critic + policy improvement
+            iql.update(src.sample(256))
+            imp.update(src.sample(256))
+
+        t = time.perf_counter()
+        bc.update(src.sample(256))
+        iql_based()
+        return (lambda: bc.update(src.sample(256))), iql_based, time.perf_counter() - t
 
     keys = sorted(cache.obs)
     obs = np.concatenate([cache.obs[k].reshape(len(cache.obs[k]), -1) for k in keys], 1)
@@ -104,29 +112,27 @@ def offline_speed(quick: bool, tmp: Path) -> None:
     npz = tmp / "offline.npz"
     np.savez(npz, observations=obs[keep], actions=cache.action, rewards=cache.reward,
              terminals=cache.terminated.astype(np.float32), timeouts=timeouts.astype(np.float32))  # fmt: skip
-    ours = {"bc": [], "iql": []}
+    fns = {mode: ours(mode == "compiled") for mode in ("eager", "compiled")}
+    mine = {f"{m}_{a}": [] for m in fns for a in ("bc", "iql")}
     peer = {"bc": [], "iql": [], "td3bc": []}
     for _ in range(reps):
-        ours["bc"].append(_time(lambda: bc.update(src.sample(256)), steps))
-        ours["iql"].append(_time(iql_based, steps))
+        for mode, (bc_step, iql_step, _) in fns.items():
+            mine[f"{mode}_bc"].append(_time(bc_step, steps))
+            mine[f"{mode}_iql"].append(_time(iql_step, steps))
         if peers.available():
             for algo in peer:
                 got = peers.run_peer("d3rlpy_updates.py", npz, algo, steps)
                 if got is not None:
                     peer[algo].append(got["sec_per_1k_steps"])
     med = statistics.median
+    p = {k: med(v) if v else None for k, v in peer.items()}
     info = {"batch": 256, "hidden": [256, 256], "transitions": cache.num_steps, "threads": 1}
-    emit(
-        "sec_per_1k_steps_bc",
-        med(ours["bc"]),
-        "d3rlpy-2.8.1-bc",
-        med(peer["bc"]) if peer["bc"] else None,
-        **info,
-    )
-    emit("sec_per_1k_steps_iql_critic_plus_policy", med(ours["iql"]), "d3rlpy-2.8.1-iql",
-         med(peer["iql"]) if peer["iql"] else None, floor_ratio_max=0.5, **info)  # fmt: skip
-    emit("sec_per_1k_steps_iql_critic_plus_policy", med(ours["iql"]), "d3rlpy-2.8.1-td3bc",
-         med(peer["td3bc"]) if peer["td3bc"] else None, **info)  # fmt: skip
+    for mode, (_, _, compile_s) in fns.items():
+        extra = {**info, "mode": mode, "compile_s": round(compile_s, 1)}
+        emit("sec_per_1k_steps_bc", med(mine[f"{mode}_bc"]), "d3rlpy-2.8.1-bc", p["bc"], **extra)
+        emit("sec_per_1k_steps_iql_critic_plus_policy", med(mine[f"{mode}_iql"]), "d3rlpy-2.8.1-iql", p["iql"],
+             floor_ratio_max=0.5, **extra)  # fmt: skip
+        emit("sec_per_1k_steps_iql_critic_plus_policy", med(mine[f"{mode}_iql"]), "d3rlpy-2.8.1-td3bc", p["td3bc"], **extra)  # fmt: skip
     if not peers.available():
         print("d3rlpy skipped: run `bash scripts/bench_env.sh`", file=sys.stderr)
 
@@ -164,6 +170,7 @@ def online_speed(quick: bool, tmp: Path) -> None:
     steps = 8192 if quick else 40_960
     n_envs, rollout, epochs, mb = 8, 256, 5, 256
     workers = len(os.sched_getaffinity(0)) - 1  # beside the learner, which steps a share too
+    ours: dict[tuple[str, bool], tuple[float, float]] = {}
     envs = {
         "Hopper-v5": lambda: gym.make("Hopper-v5"),
         "lift": lambda: gym.make(sim.GYM_IDS["lift"]),
@@ -171,21 +178,51 @@ def online_speed(quick: bool, tmp: Path) -> None:
     for name, fn in envs.items():
         b = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
         ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
-        cfg = RefineConfig(env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1, env_workers=workers, ppo=ppo)  # fmt: skip
-        out = refine(b, fn, cfg, out=tmp / f"ppo-{name}")
+        for compile in (False, True):
+            cfg = RefineConfig(env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
+                               env_workers=workers, ppo=ppo, runtime=Runtime(compile=compile))  # fmt: skip
+            marks: list[tuple[float, int]] = []
+            out = refine(b, fn, cfg, out=tmp / f"ppo-{name}-{compile}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
+            ours[(name, compile)] = (out["env_steps_per_s"], _steady(marks))
         policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
-        sb3 = {}
         for kind, vec_cls in (("dummy", None), ("subproc", SubprocVecEnv)):
             vec = make_vec_env(fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
             model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
                            policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
+            marks = []
             t = time.perf_counter()
-            model.learn(total_timesteps=steps)
-            sb3[kind] = steps / (time.perf_counter() - t)
+            model.learn(total_timesteps=steps, callback=_Marks(marks))
+            sb3 = (steps / (time.perf_counter() - t), _steady(marks))
             vec.close()
-        for kind, value in sb3.items():
-            emit("ppo_env_steps_per_s", out["env_steps_per_s"], f"sb3-2.9.2-ppo-{kind}vecenv", value, env=name,
-                 env_steps=steps, num_envs=n_envs, env_workers=workers, floor_ratio_min=2.0)  # fmt: skip
+            for compile in (False, True):
+                total, steady = ours[(name, compile)]
+                extra = {"env": name, "env_steps": steps, "num_envs": n_envs, "env_workers": workers,
+                         "updates": "compiled" if compile else "eager"}  # fmt: skip
+                emit("ppo_env_steps_per_s_steady", steady, f"sb3-2.9.2-ppo-{kind}vecenv", sb3[1], floor_ratio_min=2.0, **extra)  # fmt: skip
+                emit("ppo_env_steps_per_s_incl_startup", total, f"sb3-2.9.2-ppo-{kind}vecenv", sb3[0], **extra)  # fmt: skip
+
+
+def _steady(marks: list[tuple[float, int]]) -> float:
+    """Env steps/s between the first and the last rollout end: the rate of a long run, without
+    one-time costs (worker start, compilation, the first evaluation)."""
+    (t0, s0), (t1, s1) = marks[0], marks[-1]
+    return (s1 - s0) / (t1 - t0)
+
+
+class _Marks:
+    """SB3 callback recording (time, env steps) at each rollout end, like our progress hook."""
+
+    def __new__(cls, marks: list[tuple[float, int]]):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Marks(BaseCallback):
+            def _on_step(self) -> bool:
+                return True
+
+            def _on_rollout_end(self) -> None:
+                marks.append((time.perf_counter(), self.num_timesteps))
+
+        return Marks()
 
 
 def quality(quick: bool, tmp: Path) -> None:
