@@ -102,16 +102,7 @@ def offline_speed(quick: bool, tmp: Path) -> None:
         iql_based()
         return (lambda: bc.update(src.sample(256))), iql_based, time.perf_counter() - t
 
-    keys = sorted(cache.obs)
-    obs = np.concatenate([cache.obs[k].reshape(len(cache.obs[k]), -1) for k in keys], 1)
-    keep = np.ones(len(obs), bool)
-    keep[cache.obs_start + cache.lengths] = False
-    ends = cache.act_start + cache.lengths - 1
-    timeouts = cache.truncated.copy()
-    timeouts[ends] = ~cache.terminated[ends]
-    npz = tmp / "offline.npz"
-    np.savez(npz, observations=obs[keep], actions=cache.action, rewards=cache.reward,
-             terminals=cache.terminated.astype(np.float32), timeouts=timeouts.astype(np.float32))  # fmt: skip
+    npz = peers.to_d3rlpy_npz(cache, tmp / "offline.npz")
     fns = {mode: ours(mode == "compiled") for mode in ("eager", "compiled")}
     mine = {f"{m}_{a}": [] for m in fns for a in ("bc", "iql")}
     peer = {"bc": [], "iql": [], "td3bc": []}
@@ -226,39 +217,13 @@ class _Marks:
 
 
 def quality(quick: bool, tmp: Path) -> None:
-    """BC vs multi-step vs online refinement on a sim task, from noisy expert demos."""
-    from dataclasses import replace
+    """See benchmarks/learning_quality.py (also runnable on its own, with more options)."""
+    from benchmarks import learning_quality as q
 
-    import sim
-    from flywheel.evaluation import evaluate
-    from flywheel.policies import NumpyPolicy
-    from flywheel.training import OfflineConfig, train_offline
-
-    tasks = ["lift"] if quick else ["push", "lift", "pick_place", "drawer"]
-    for task in tasks:
-        from sim.collect import collect
-
-        path = tmp / f"q-{task}.zarr"
-        collect(task, 50, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
-        corpus = Corpus(path)
-        env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
-        steps = 1000 if quick else 5000
-        base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
-        base = replace(
-            base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1))
-        )
-        bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
-        ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn)
-        s_bc, s_ms = (
-            evaluate(
-                NumpyPolicy(load_bundle(r["bundle"]).actor), env_fn, episodes=50, seed=123
-            ).success_rate
-            for r in (bc, ms)
-        )
-        budget = 20_000 if quick else 300_000
-        ref = refine(load_bundle(ms["bundle"]), env_fn, RefineConfig(env_steps=budget, eval_episodes=50, eval_seed=123), out=tmp / f"ref-{task}", corpus=corpus)  # fmt: skip
-        emit("success_multistep_vs_bc", s_ms, "our-bc", s_bc, task=task, demos=50, steps=steps)
-        emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, env_steps=budget)  # fmt: skip
+    if quick:
+        q.run(["lift"], 1000, 20_000, 5_000, Path("bench-out/learning"), tmp)
+    else:
+        q.run(["push", "lift", "pick_place", "drawer"], 5000, 300_000, 30_000, Path("bench-out/learning"), tmp)  # fmt: skip
 
 
 def main() -> None:

@@ -33,3 +33,21 @@ def run_peer(script: str, *args: object, timeout: float = 900) -> dict[str, Any]
         print(out.stderr[-2000:], file=sys.stderr)
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def to_d3rlpy_npz(cache: Any, path: Path) -> Path:
+    """A TrainingCache as d3rlpy's MDPDataset arrays: observations concatenated in sorted key
+    order, one row per action (an episode's final observation dropped), timeouts at truncated
+    ends."""
+    import numpy as np
+
+    keys = sorted(cache.obs)
+    obs = np.concatenate([cache.obs[k].reshape(len(cache.obs[k]), -1) for k in keys], 1)
+    keep = np.ones(len(obs), bool)
+    keep[cache.obs_start + cache.lengths] = False
+    ends = cache.act_start + cache.lengths - 1
+    timeouts = cache.truncated.copy()
+    timeouts[ends] = ~cache.terminated[ends]
+    np.savez(path, observations=obs[keep], actions=cache.action, rewards=cache.reward,
+             terminals=cache.terminated.astype(np.float32), timeouts=timeouts.astype(np.float32))  # fmt: skip
+    return path

@@ -1,0 +1,203 @@
+"""Learning quality on our sim tasks: BC vs multi-step vs d3rlpy, then online refinement vs SB3.
+
+    python -m benchmarks.learning_quality [--quick] [--tasks push,lift,pick_place,drawer]
+        [--budget 300000] [--sac-budget 30000] [--out bench-out/learning]
+
+Per task, from 50 noisy expert demos (the same corpus for everyone):
+- offline: success of our BC, our multi-step (IQL critic + gated PPO-clip generations), and of
+  d3rlpy 2.8.1 IQL and TD3+BC trained on the same transitions for the same gradient steps
+  (their policies saved as TorchScript and run in our simulator);
+- online: our refinement of the multi-step policy with `--budget` env steps, vs SB3 PPO from
+  scratch with the same budget and SB3 SAC from scratch with `--sac-budget` (SAC does one
+  gradient step per env step, ~100 steps/s on one CPU core: 300k would take ~50 min per task);
+- every success is measured on the same 50 evaluation seeds.
+Plots (PNG in --out): success vs env steps of the refinement, with the peers' final points; and
+per-generation OPE score vs true (sim) success of the multi-step candidates.
+JSON lines on stdout, a table on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from benchmarks import peers, reporting
+from flywheel.corpus import Corpus, Filter, TrainingCache
+from flywheel.evaluation import evaluate
+from flywheel.online import RefineConfig, refine
+from flywheel.policies import NumpyPolicy, load_bundle
+from flywheel.training import OfflineConfig, train_offline
+
+EVAL_SEED, EVAL_EPISODES, DEMOS = 123, 50, 50
+
+
+def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
+    reporting.emit("learning", metric, ours, anchor, anchor_value, digits=4, **extra)
+
+
+class TorchScriptPolicy:
+    """A d3rlpy policy saved as TorchScript: obs dict -> concatenated sorted keys -> action."""
+
+    def __init__(self, path: Path) -> None:
+        self.module = torch.jit.load(str(path)).eval()
+
+    @torch.no_grad()
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        x = np.concatenate([obs[k].reshape(len(obs[k]), -1) for k in sorted(obs)], 1)
+        return self.module(torch.as_tensor(x, dtype=torch.float32)).clamp(-1, 1).numpy()
+
+
+class SB3Policy:
+    """An SB3 model as a batched deterministic policy."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.model.predict(obs, deterministic=True)[0]
+
+
+def success(policy: Any, env_fn: Any) -> float:
+    return evaluate(policy, env_fn, episodes=EVAL_EPISODES, seed=EVAL_SEED).success_rate
+
+
+def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path) -> dict[str, Any]:
+    """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each."""
+    base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
+    base = replace(base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1)))  # fmt: skip
+    bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
+    ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn)
+    out = {
+        "bc": success(NumpyPolicy(load_bundle(bc["bundle"]).actor), env_fn),
+        "multistep": success(NumpyPolicy(load_bundle(ms["bundle"]).actor), env_fn),
+        "ms_bundle": ms["bundle"],
+        "generations": ms["metrics"]["generations"],
+    }
+    if peers.available():
+        cache = TrainingCache.build(corpus, corpus.snapshot(Filter(task=task)))  # what ours sees
+        npz = peers.to_d3rlpy_npz(cache, tmp / f"{task}.npz")
+        for algo in ("iql", "td3bc"):
+            pt = tmp / f"{task}-{algo}.pt"
+            got = peers.run_peer("d3rlpy_train.py", npz, algo, steps, pt, timeout=3600)
+            out[f"d3rlpy_{algo}"] = success(TorchScriptPolicy(pt), env_fn) if got else None
+    return out
+
+
+def sb3_from_scratch(algo: str, env_fn: Any, budget: int) -> float:
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.env_util import make_vec_env
+
+    if algo == "ppo":
+        vec = make_vec_env(env_fn, n_envs=8, seed=0)
+        model: Any = PPO("MultiInputPolicy", vec, n_steps=256, batch_size=256, device="cpu", seed=0,
+                         policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
+    else:
+        vec = make_vec_env(env_fn, n_envs=1, seed=0)
+        model = SAC("MultiInputPolicy", vec, device="cpu", seed=0, policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
+    model.learn(total_timesteps=budget)
+    vec.close()
+    return success(SB3Policy(model), env_fn)
+
+
+def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (task, r) in enumerate(results.items()):
+        color = f"C{i}"
+        checks = r["refine_checks"]
+        ax.plot([c["env_steps"] for c in checks], [c["success"] for c in checks], "-o", ms=3, color=color, label=f"{task}: ours (refine)")  # fmt: skip
+        for key, marker in (("sb3_ppo", "s"), ("sb3_sac", "^")):
+            if r.get(key) is not None:
+                ax.plot([r[f"{key}_budget"]], [r[key]], marker, color=color, mfc="none", label=f"{task}: {key} (scratch)")  # fmt: skip
+    ax.set(xlabel="online env steps", ylabel="success (held-out check seeds)", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=6, ncol=2)
+    curve = out / "success_vs_env_steps.png"
+    fig.tight_layout()
+    fig.savefig(curve, dpi=120)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for i, (task, r) in enumerate(results.items()):
+        gens = [g for g in r["generations"] if g["ope_candidate"] is not None and g["sim_candidate"] is not None]  # fmt: skip
+        ax.scatter([g["ope_candidate"] for g in gens], [g["sim_candidate"] for g in gens], color=f"C{i}", label=task)  # fmt: skip
+    ax.set(xlabel="AM-Q OPE score of the candidate", ylabel="sim success of the candidate")
+    ax.legend(fontsize=7)
+    scatter = out / "ope_vs_true_success.png"
+    fig.tight_layout()
+    fig.savefig(scatter, dpi=120)
+    plt.close("all")
+    return [curve, scatter]
+
+
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path) -> None:
+    import sim
+    from sim.collect import collect
+
+    torch.set_num_threads(1)
+    results: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        path = tmp / f"q-{task}.zarr"
+        collect(task, DEMOS, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
+        corpus = Corpus(path)
+        env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
+        r = offline(task, corpus, env_fn, steps, tmp)
+        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps)  # fmt: skip
+        for algo in ("iql", "td3bc"):
+            if f"d3rlpy_{algo}" in r:
+                emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps)  # fmt: skip
+        cfg = RefineConfig(env_steps=budget, eval_episodes=EVAL_EPISODES, eval_seed=EVAL_SEED)
+        ref = refine(load_bundle(r["ms_bundle"]), env_fn, cfg, out=tmp / f"ref-{task}", corpus=corpus)  # fmt: skip
+        r["refine_after"] = ref["success_after"]
+        r["refine_checks"] = ref["metrics"]["checks"]
+        emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, env_steps=budget)  # fmt: skip
+        r["sb3_ppo"], r["sb3_ppo_budget"] = sb3_from_scratch("ppo", env_fn, budget), budget
+        emit("success_online_vs_sb3", ref["success_after"], "sb3-2.9.2-ppo-scratch", r["sb3_ppo"], task=task, env_steps=budget)  # fmt: skip
+        if sac_budget > 0:
+            r["sb3_sac"], r["sb3_sac_budget"] = (
+                sb3_from_scratch("sac", env_fn, sac_budget),
+                sac_budget,
+            )
+            emit("success_online_vs_sb3", ref["success_after"], "sb3-2.9.2-sac-scratch", r["sb3_sac"], task=task, env_steps=budget, sac_env_steps=sac_budget)  # fmt: skip
+        results[task] = r
+        (out / "quality.json").parent.mkdir(parents=True, exist_ok=True)
+        (out / "quality.json").write_text(json.dumps(results, indent=1, default=str))
+    for p in plot(results, out):
+        print(json.dumps({"bench": "learning", "metric": "plot", "path": str(p)}), flush=True)
+    ms_avg = float(np.mean([r["multistep"] for r in results.values()]))
+    bc_avg = float(np.mean([r["bc"] for r in results.values()]))
+    emit("success_multistep_minus_bc_avg_points", 100 * (ms_avg - bc_avg), "floor", 10.0, tasks=",".join(tasks))  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--quick", action="store_true", help="lift only, 1k offline steps, 20k online")
+    ap.add_argument("--tasks", default="push,lift,pick_place,drawer")
+    ap.add_argument("--steps", type=int, default=5000, help="gradient steps per offline stage")
+    ap.add_argument("--budget", type=int, default=300_000, help="online env steps (ours, SB3 PPO)")
+    ap.add_argument("--sac-budget", type=int, default=30_000, help="SB3 SAC env steps")
+    ap.add_argument("--out", type=Path, default=Path("bench-out/learning"))
+    a = ap.parse_args()
+    if a.quick:
+        a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
+    with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:
+        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d))
+    reporting.print_table("learning", ("metric", "ours", "anchor", "anchor_value", "ratio", "task"))
+
+
+if __name__ == "__main__":
+    main()
