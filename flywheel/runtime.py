@@ -25,8 +25,9 @@ class Runtime:
     threads: int = 1
     """torch intra-op threads on CPU (1: small networks gain nothing from more on 2 cores)."""
     compile: bool = False
-    """torch.compile the loss computations: about 1.5x faster per step on CPU once compiled,
-    but compiling costs 10-30 s per network set, so it pays off only for long runs."""
+    """torch.compile the loss computations. Meant for CUDA, where a small network's step is
+    dominated by kernel launches; on this project's CPU runners it measured no faster than eager
+    (docs/benchmarks.md) and costs 10-30 s of compilation, so it is off by default."""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") or self.threads < 1:
