@@ -10,6 +10,7 @@ from flywheel.deploy.controller import (
 )
 from flywheel.deploy.deployed import DeployedPolicy, load_policy
 from flywheel.deploy.export import ExportError, check_parity, export_bundle, load_export
+from flywheel.deploy.prepare import PrepareError, Preparer
 from flywheel.deploy.robot import EpisodeResult, run_episodes
 from flywheel.deploy.server import ControllerServer, ServerConfig, serve_registry
 
@@ -24,6 +25,8 @@ __all__ = [
     "ExportError",
     "HandshakeError",
     "PolicySlot",
+    "PrepareError",
+    "Preparer",
     "RobotClient",
     "RobotSpec",
     "ServerConfig",

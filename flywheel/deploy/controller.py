@@ -29,7 +29,6 @@ from typing import Any, Literal
 import numpy as np
 
 from flywheel.deploy.deployed import DeployedPolicy
-from flywheel.deploy.observations import ObservationSpec
 from flywheel.deploy.watchdog import Watchdog
 
 log = logging.getLogger("flywheel.controller")
@@ -188,7 +187,7 @@ class Controller:
         self.faults: Counter[str] = Counter()
 
     def _bind(self, policy: DeployedPolicy) -> None:
-        self.obs_spec = ObservationSpec(policy.schema)
+        self.obs_spec = policy.obs_spec  # built with the policy, not here on the control path
         self.action_dim = int(np.prod(policy.schema["action"]["shape"]))
         self.period = 1.0 / (self.config.control_hz or policy.control_hz)
         self.stale_after = self.config.stale_periods * self.period

@@ -168,6 +168,14 @@ def export_bundle(
 
 def load_export(bundle: Bundle, fmt: ExportFormat, out_dir: str | Path) -> PolicyRunner:
     """A runner for a published export, after checking its hash, its origin and its parity."""
+    return checked_export(bundle, fmt, out_dir)[0]
+
+
+def checked_export(
+    bundle: Bundle, fmt: ExportFormat, out_dir: str | Path
+) -> tuple[PolicyRunner, dict[str, Any]]:
+    """`load_export`, also returning export.json: its `sha256` is that of the very bytes the
+    runner was built from and parity-checked, so another process can open them by that hash."""
     out_dir = Path(out_dir)
     try:
         doc = json.loads((out_dir / "export.json").read_text())
@@ -191,7 +199,7 @@ def load_export(bundle: Bundle, fmt: ExportFormat, out_dir: str | Path) -> Polic
             f"{out_dir}/{doc['file']}: parity check failed on load (max abs diff "
             f"{parity.max_abs_diff:.3g} on {parity.observations} observations, limit {PARITY_TOL:g})"
         )
-    return runner
+    return runner, doc | {"parity_on_load": asdict(parity)}
 
 
 def _versions() -> dict[str, str]:

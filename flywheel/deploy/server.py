@@ -35,6 +35,7 @@ from websockets.http11 import Request, Response
 from flywheel.deploy.controller import Controller, ControllerConfig, Decision, PolicySlot
 from flywheel.deploy.deployed import DeployedPolicy, load_policy
 from flywheel.deploy.metrics import Metrics
+from flywheel.deploy.prepare import Preparer
 from flywheel.deploy.protocol import PROTOCOL, ProtocolError, decode_obs, mismatches, pack, unpack
 from flywheel.deploy.runners import Backend
 
@@ -82,9 +83,14 @@ class ServerConfig:
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     """Safety settings of every session."""
     switch_interval_s: float | None = 0.0005
-    """Python's GIL switch interval while serving (default 5 ms): loading a new version on the
-    watcher thread must not hold inference up for longer than a fraction of a 2 ms period.
-    Process-wide; None leaves it alone."""
+    """Python's GIL switch interval while serving (default 5 ms): what Python work remains on
+    other threads (the alias watcher, the event loop) must not hold inference up for longer than
+    a fraction of a 2 ms period. Process-wide; None leaves it alone."""
+    prepare_in_helper: bool = True
+    """Verify and parity-check new versions (alias moves, fallbacks) in a helper process, started
+    with the server, leaving only opening the checked export to the serving process (see
+    flywheel.deploy.prepare); False does it all on a thread here, where the GIL it holds can
+    stall inference for milliseconds."""
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -113,10 +119,13 @@ class ControllerServer:
         config: ServerConfig | None = None,
         *,
         registry: Registry | None = None,
+        preparer: Preparer | None = None,
     ) -> None:
         self.slot = slot
         self.config = cfg = config or ServerConfig()
         self.registry = registry
+        self.preparer = preparer
+        """Loads new versions when given (closed with the server); else load_policy here."""
         self.metrics = Metrics()
         self.pool = cf.ThreadPoolExecutor(1, thread_name_prefix="inference")
         self.io_pool = cf.ThreadPoolExecutor(1, thread_name_prefix="registry-io")
@@ -168,6 +177,8 @@ class ControllerServer:
             self._thread.join(10)
         self.pool.shutdown(wait=False)
         self.io_pool.shutdown(wait=False)
+        if self.preparer is not None:
+            self.preparer.close()
 
     async def _main(self, ready: threading.Event) -> None:
         cfg = self.config
@@ -186,6 +197,8 @@ class ControllerServer:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]
             if self.registry is not None and cfg.alias is not None:
+                if self.preparer is not None:
+                    self.preparer.start()  # its imports take seconds; the first swap should not
                 threading.Thread(target=self._watch, name="alias-watch", daemon=True).start()
             log.info("controller server on %s serving %s", self.url, self.slot.latest.name)
             ready.set()
@@ -406,6 +419,13 @@ class ControllerServer:
             except OSError as e:
                 log.error("could not log %s to the registry: %s", kind, e)
 
+    def load_version(self, ref: str | int) -> DeployedPolicy:
+        """A version of the registry, loaded off the control path (in the helper if there is one)."""
+        assert self.registry is not None
+        if self.preparer is not None:
+            return self.preparer.load(ref, registry=self.registry, backend=self.config.backend)
+        return load_policy(ref, registry=self.registry, backend=self.config.backend)
+
     def _watch(self) -> None:
         """Poll the followed alias; load a moved-to version off the control path and stage it."""
         assert self.registry is not None and self.config.alias is not None
@@ -418,7 +438,7 @@ class ControllerServer:
             if target is None or target == self.following:
                 continue
             try:
-                policy = load_policy(target, registry=self.registry, backend=self.config.backend)
+                policy = self.load_version(target)
                 self.slot.stage(policy, reason=f"{self.config.alias} moved to v{target}")
                 self.slot.fallen_back_from = None
             except Exception as e:  # a bad or incompatible version must not take the server down
@@ -433,15 +453,23 @@ def _bearer_ok(request: Request, token: str) -> bool:
 
 
 def serve_registry(registry: Registry, config: ServerConfig) -> ControllerServer:
-    """A server for `config.alias` of `registry`, falling back to `previous` after stops."""
+    """A server for `config.alias` of `registry`, falling back to `previous` after stops.
+
+    The first version is loaded here, before anything is served; later ones off the control
+    path (see `ServerConfig.prepare_in_helper`)."""
     alias = config.alias or "production"
     policy: DeployedPolicy = load_policy(alias, registry=registry, backend=config.backend)
+    helper = config.prepare_in_helper and config.backend != "eager"
+    server = ControllerServer(
+        PolicySlot(policy, fallback_after=config.controller.fallback_after),
+        config,
+        registry=registry,
+        preparer=Preparer() if helper else None,
+    )
 
     def previous() -> DeployedPolicy | None:
         prev = registry.aliases().get("previous")
-        return (
-            None if prev is None else load_policy(prev, registry=registry, backend=config.backend)
-        )
+        return None if prev is None else server.load_version(prev)
 
-    slot = PolicySlot(policy, fallback=previous, fallback_after=config.controller.fallback_after)
-    return ControllerServer(slot, config, registry=registry)
+    server.slot.fallback = previous
+    return server

@@ -270,6 +270,7 @@ def test_server_follows_the_alias_between_episodes_and_falls_back(tmp_path, regi
         while srv.slot.latest.version != 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert srv.slot.latest.version == 2
+        assert srv.slot.latest.bundle is None  # verified and parity-checked in the helper
         assert client.act(toy_obs()).version == "v1"  # mid-episode: unchanged
         assert client.reset()["model_version"] == "v2"
         assert client.act(toy_obs()).version == "v2"
