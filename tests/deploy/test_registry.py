@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
 import pytest
 import torch
 
+from flywheel import __version__
 from flywheel.policies import BundleError
+from flywheel.provenance import code_version
 from flywheel.registry import GateConfig, Registry, RegistryError, promote, rollback
 from flywheel.registry import promotion as promotion_mod
 from flywheel.registry.gates import evaluate_version
@@ -37,6 +41,36 @@ def test_register_numbers_versions_copies_and_dedupes(tmp_path, registry):
     e = registry.audit_entries()[0]
     assert e["op"] == "register" and e["why"] == "first" and e["who"] and e["time"].endswith("Z")
     assert registry.verify() == []
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_code_version_names_the_git_commit_and_uncommitted_changes(tmp_path):
+    """What the registry's lineage `code_version` carries (via the bundle's environment)."""
+    assert code_version(tmp_path) == {"flywheel": __version__, "git_sha": None, "git_dirty": None}
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "mod.py").write_text("x = 1\n")
+
+    def git(*args: str) -> str:
+        cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    assert code_version(repo / "pkg")["git_sha"] is None  # untracked, no commit yet
+    git("add", ".")
+    git("commit", "-q", "-m", "one")
+    (repo / "pkg" / "other").mkdir()  # a fresh path: the lookup is cached per folder
+    (repo / "pkg" / "other" / "m.py").write_text("y = 2\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "two")
+    head = git("rev-parse", "HEAD")
+    assert code_version(repo / "pkg" / "other") == {
+        "flywheel": __version__,
+        "git_sha": head,
+        "git_dirty": False,
+    }
+    (repo / "pkg" / "mod.py").write_text("x = 3\n")
+    assert code_version(repo) == {"flywheel": __version__, "git_sha": head, "git_dirty": True}
 
 
 def test_pickled_and_tampered_bundles_are_refused(tmp_path, registry):
