@@ -19,7 +19,8 @@ the sim tasks, 4-d action), one thread, observations replayed from a fixed set.
   Floor: none caused by the swap. Python's GIL switch interval is 0.5 ms (as the server sets
   it; FW_SWITCH_INTERVAL overrides). --swaps N: N loads evenly spaced, for a tighter estimate
   (misses while loading vs the background rate, worst tick while loading); --realtime: the
-  control thread at SCHED_FIFO, as on a robot; --busy-other-core: a process spinning on the
+  control thread at SCHED_FIFO 50 and the opening of a prepared version at 10, as on a robot
+  (Preparer(open_priority=...)); --busy-other-core: a process spinning on the
   other core, where loading happens (the case that made the old in-thread loading miss).
 JSON lines on stdout, a table on stderr.
 """
@@ -47,7 +48,7 @@ from benchmarks import reporting
 from flywheel.deploy.controller import Controller, ControllerConfig, PolicySlot
 from flywheel.deploy.deployed import load_policy
 from flywheel.deploy.observations import synthetic
-from flywheel.deploy.prepare import Preparer
+from flywheel.deploy.prepare import Preparer, fifo_priority, open_prepared
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec, save_bundle
 from flywheel.registry import Registry
 
@@ -276,7 +277,8 @@ def serve(root: str, port: int) -> None:
 # ---------------------------------------------------------------------- 500 Hz loop with a swap
 
 
-LOADER_PRIORITY = int(os.environ.get("FW_LOADER_PRIORITY", "0"))
+LOADER_PRIORITY = 10
+"""--realtime: SCHED_FIFO priority of the thread opening a prepared version (the loop's is 50)."""
 
 
 def realtime(on: bool, priority: int = 50) -> bool:
@@ -319,7 +321,10 @@ def bench_loop(
     first = load_policy(1, registry=reg, backend="onnx")
     # the server starts its helper when it starts, not at the first swap (from the other core:
     # it imports there before pinning itself)
-    preparer = Preparer(cpus=[core(OTHER_CORE)]) if prepare == "helper" else None
+    opening = LOADER_PRIORITY if rt else None  # below the loop's, when the loop is real-time
+    preparer = (
+        Preparer(cpus=[core(OTHER_CORE)], open_priority=opening) if prepare == "helper" else None
+    )
     if preparer is not None:
         starter = threading.Thread(target=lambda: (pin(OTHER_CORE), preparer.helper_pid()))
         starter.start()
@@ -340,11 +345,14 @@ def bench_loop(
 
     def load_and_stage(k: int) -> None:
         pin(OTHER_CORE)  # this thread only: the loader runs beside the loop's core, not on it
-        if rt:  # below the loop, above everything else: never preempted holding the GIL
-            realtime(True, LOADER_PRIORITY) if LOADER_PRIORITY else realtime(False)
+        if rt:
+            realtime(False)  # the loop's real-time priority is inherited: drop it
         marks[k]["load_start"] = time.perf_counter()
         if preparer is not None:  # verified and parity-checked in the helper, opened here
-            new = preparer.load(targets[k], registry=reg, backend="onnx")
+            prepared = preparer.prepare(targets[k], registry=reg, backend="onnx")
+            marks[k]["prepared"] = time.perf_counter()
+            with fifo_priority(preparer.open_priority):
+                new = open_prepared(prepared)
         else:  # hash checks, PyTorch actor, parity, warm-up: all on this thread
             new = load_policy(targets[k], registry=reg, backend="onnx")
         marks[k]["staged"] = time.perf_counter()
@@ -369,7 +377,7 @@ def bench_loop(
         preparer.close()
     late = (done > period) | ~ok
     assert all("staged" in m for m in marks), "a swap never happened"
-    loads, after, windows = (np.zeros(n, bool) for _ in range(3))
+    loads, after, windows, opening = (np.zeros(n, bool) for _ in range(4))
     adopted: list[int] = []
     for k, m in enumerate(marks):
         i_load = int((m["load_start"] - t0) / period)
@@ -378,6 +386,8 @@ def bench_loop(
         assert versions[a] == targets[k], "a staged version was never adopted"
         adopted.append(a)
         loads[i_load : i_staged + 1] = True  # ticks that started while it was being loaded
+        if "prepared" in m:  # of which: the helper was done, this process opened the export
+            opening[int((m["prepared"] - t0) / period) : i_staged + 1] = True
         after[a : a + 50] = True
         windows[i_load : a + int(hz)] = True  # the issue's window: load start .. adoption + 1 s
     loads_ms = [(m["staged"] - m["load_start"]) * 1e3 for m in marks]
@@ -410,6 +420,9 @@ def bench_loop(
         expected_after_swaps=round(float(rate * after.sum()), 3),
         load_ms_median=round(float(np.median(loads_ms)), 1),
         load_ms_max=round(max(loads_ms), 1),
+        opening_ticks=int(opening.sum()),
+        missed_while_opening=int(late[opening].sum()),
+        expected_while_opening=round(float(rate * opening.sum()), 3),
         prepare=prepare,
         realtime=rt,
         busy_other_core=busy,
@@ -420,6 +433,9 @@ def bench_loop(
         "p99.9 of ticks elsewhere",
         float(np.percentile(done[quiet], 99.9) * 1e3),
         p99_during_loads_ms=round(float(np.percentile(done[loads], 99) * 1e3), 3),
+        worst_while_opening_ms=round(float(done[opening].max() * 1e3), 3)
+        if opening.any()
+        else None,
         max_elsewhere_ms=round(float(done[quiet].max() * 1e3), 3),
         deadline_ms=period * 1e3,
         prepare=prepare,

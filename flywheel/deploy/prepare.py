@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -139,14 +139,24 @@ class Preparer:
     """
 
     def __init__(
-        self, *, nice: int = 10, cpus: Iterable[int] | None = None, timeout_s: float = 600.0
+        self,
+        *,
+        nice: int = 10,
+        cpus: Iterable[int] | None = None,
+        timeout_s: float = 600.0,
+        open_priority: int | None = None,
     ) -> None:
         """`nice`: added to the helper's niceness, so it yields the CPU to the control loop.
         `cpus`: the cores the helper may run on (default: those of the thread starting it).
-        `timeout_s`: a preparation taking longer is abandoned and the helper killed."""
+        `timeout_s`: a preparation taking longer is abandoned and the helper killed.
+        `open_priority`: for a real-time (SCHED_FIFO) control thread: the FIFO priority, below
+        that thread's, at which the calling thread opens the export (then restored), so that no
+        ordinary process can deschedule it while it holds the GIL the control thread waits for.
+        Ignored where not permitted; None: open at the calling thread's own priority."""
         self.nice = nice
         self.cpus = tuple(cpus) if cpus is not None else None
         self.timeout_s = timeout_s
+        self.open_priority = open_priority
         self._proc: BaseProcess | None = None
         self._conn: Connection | None = None
         self._lock = threading.Lock()
@@ -208,6 +218,19 @@ class Preparer:
             return load_policy(
                 ref, registry=registry, backend=backend, observations=observations, warmup=warmup
             )
+        prepared = self.prepare(ref, registry=registry, backend=backend, observations=observations)
+        with fifo_priority(self.open_priority):
+            return open_prepared(prepared, warmup)
+
+    def prepare(
+        self,
+        ref: str | int | Path,
+        *,
+        registry: Registry | None = None,
+        backend: ExportFormat = "onnx",
+        observations: Batch | None = None,
+    ) -> Prepared:
+        """The helper's half of `load`: verified and parity-checked there, for `open_prepared`."""
         req = Request(
             ref=Path(ref).resolve() if isinstance(ref, Path) else ref,
             registry_root=registry.root.resolve() if registry is not None else None,
@@ -216,10 +239,9 @@ class Preparer:
             home=flywheel_home().resolve(),
         )
         try:
-            prepared = self._call("prepare", req)
+            return self._call("prepare", req)
         except PrepareError as e:
             raise PrepareError(f"preparing {ref!r}: {e}") from None
-        return open_prepared(prepared, warmup)
 
     def _discard(self) -> None:
         proc, conn = self._proc, self._conn
@@ -248,6 +270,25 @@ class Preparer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def fifo_priority(priority: int | None) -> Iterator[bool]:
+    """Run the calling thread at SCHED_FIFO `priority` inside the block, then as before; yields
+    whether it does (False: None given, or not permitted)."""
+    if priority is None:
+        yield False
+        return
+    try:
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError):  # not Linux, or no CAP_SYS_NICE / rtprio limit
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.sched_setscheduler(0, policy, param)
 
 
 def _serve(conn: Connection, parent: int, nice: int, cpus: tuple[int, ...] | None) -> None:

@@ -13,7 +13,14 @@ import pytest
 from flywheel.deploy.deployed import load_policy
 from flywheel.deploy.export import PARITY_TOL, ExportError
 from flywheel.deploy.observations import synthetic
-from flywheel.deploy.prepare import PrepareError, Preparer, Request, open_prepared, prepare
+from flywheel.deploy.prepare import (
+    PrepareError,
+    Preparer,
+    Request,
+    fifo_priority,
+    open_prepared,
+    prepare,
+)
 from flywheel.deploy.runners import EagerRunner
 from flywheel.home import flywheel_home
 from flywheel.policies import BundleError
@@ -103,3 +110,12 @@ def test_a_dead_or_hung_helper_is_replaced(tmp_path, registry):
             p.load(2, registry=registry)
         p.timeout_s = 60.0
         assert p.load(2, registry=registry).name == "v2" and p.helper_pid() != second
+
+
+def test_fifo_priority_is_restored_after_the_block():
+    before = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+    with fifo_priority(None) as on:
+        assert not on
+    with fifo_priority(1) as on:  # False where not permitted (no CAP_SYS_NICE): then a no-op
+        assert (os.sched_getscheduler(0) == os.SCHED_FIFO) == on
+    assert (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) == before
