@@ -58,6 +58,9 @@ class RefineConfig:
     """Rollouts between checks of the current policy (the best one checked is returned)."""
     check_episodes: int = 20
     """Episodes per check (seeds apart from the before/after evaluation)."""
+    confirm_episodes: int = 50
+    """Episodes of the final paired comparison of the best-checked policy with the starting one
+    (fresh seeds: the maximum of many noisy checks over-states the winner)."""
     checkpoint_every: int = 5
     """Rollouts (PPO) or 5,000-step blocks (SAC) between checkpoints; a killed run started again
     with the same arguments resumes from the last one."""
@@ -245,7 +248,13 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     return (
         actor.eval(),
         value.eval(),
-        {"ppo": last, "rollouts": algo.rollouts, "checks": keeper.log, "resumed_at": resumed_at},
+        {
+            "ppo": last,
+            "rollouts": algo.rollouts,
+            "checks": keeper.log,
+            "confirmation": keeper.confirmation,
+            "resumed_at": resumed_at,
+        },
     )
 
 
@@ -277,26 +286,32 @@ class _BestKeeper:
 
     Every `check_every` rollouts the current policy is evaluated (deterministic, its own seeds,
     apart from the before/after evaluation) and kept if it beats the best so far, the starting
-    policy included: refinement never returns a policy it measured to be worse.
+    policy included. The best of many noisy checks is biased upwards, so at the end it must also
+    beat the starting policy on `confirm_episodes` fresh paired seeds, or the start is returned:
+    refinement never returns a policy it measured to be worse.
     """
 
     def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, actor: Any, value: ValueNet, *, restore: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.env_fn, self.config = env_fn, config
+        self.confirmation: dict[str, Any] | None = None
         if restore is not None:  # from a checkpoint: no need to score the start again
             self.score = tuple(json.loads(restore["score"]))
             self.state = (restore["actor"], restore["value"])
+            self.start = (restore["start_actor"], restore["start_value"])
             self.log = json.loads(restore["log"])
             return
         self.log: list[dict[str, float]] = []
         self.score = self._score(actor)
-        self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
+        self.state = self.start = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))  # fmt: skip
         self.log.append({"env_steps": 0, "success": self.score[0], "return": self.score[1]})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"score": json.dumps(self.score), "actor": self.state[0], "value": self.state[1], "log": json.dumps(self.log)}  # fmt: skip
+        return {"score": json.dumps(self.score), "actor": self.state[0], "value": self.state[1], "log": json.dumps(self.log),
+                "start_actor": self.start[0], "start_value": self.start[1]}  # fmt: skip
 
-    def _score(self, actor: Any) -> tuple[float, float]:
-        r = evaluate(NumpyPolicy(actor), self.env_fn, episodes=self.config.check_episodes, seed=self.config.eval_seed + 10_000)  # fmt: skip
+    def _score(self, actor: Any, *, episodes: int | None = None, offset: int = 10_000) -> tuple[float, float]:  # fmt: skip
+        n = episodes or self.config.check_episodes
+        r = evaluate(NumpyPolicy(actor), self.env_fn, episodes=n, seed=self.config.eval_seed + offset)  # fmt: skip
         actor.train()
         return r.success_rate, r.mean_return
 
@@ -308,6 +323,16 @@ class _BestKeeper:
             self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
 
     def best(self, actor: Any, value: ValueNet) -> tuple[Any, ValueNet]:
+        if self.state is not self.start:  # a later policy won the checks: confirm it
+            n = self.config.confirm_episodes
+            actor.load_state_dict(self.state[0])
+            best = self._score(actor, episodes=n, offset=20_000)
+            actor.load_state_dict(self.start[0])
+            start = self._score(actor, episodes=n, offset=20_000)
+            kept = best > start
+            self.confirmation = {"episodes": n, "best": best, "start": start, "kept": "best" if kept else "start"}  # fmt: skip
+            if not kept:
+                self.state = self.start
         actor.load_state_dict(self.state[0])
         value.load_state_dict(self.state[1])
         return actor, value

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 sim = pytest.importorskip("sim")
 
@@ -50,6 +51,7 @@ def test_killed_refinement_resumes_from_its_checkpoint(tmp_path, algo):
         env_steps=2048 if algo == "ppo" else 10_240,
         eval_episodes=2,
         check_episodes=2,
+        confirm_episodes=2,
         checkpoint_every=1,
         env_workers=0,
         ppo=PPOConfig(num_envs=4, rollout_steps=64, epochs=1, critic_warmup=0),
@@ -111,3 +113,22 @@ def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
         assert finished and all(e.length > 0 for e in finished)
     finally:
         pool.close()
+
+
+def test_the_best_checked_policy_must_beat_the_start_on_fresh_seeds(tmp_path, monkeypatch):
+    """The winner of many noisy checks is over-stated; the final paired comparison catches it."""
+    from flywheel import online
+
+    bundle = _bundle(tmp_path)
+    actor, value = bundle.actor, ValueNet(bundle.spec, bundle.actor.encoder.normalizer)
+    scores = iter([(0.5, 1.0), (0.7, 1.0), (0.4, 1.0), (0.5, 1.0)])  # start, check, confirm x2
+    monkeypatch.setattr(online._BestKeeper, "_score", lambda self, a, **kw: next(scores))
+    keeper = online._BestKeeper(_env, RefineConfig(), actor, value)
+    start = {k: v.clone() for k, v in actor.state_dict().items()}
+    with torch.no_grad():
+        actor.log_std.add_(0.3)  # a "different" policy wins the check
+    keeper.check(actor, value, 1000)
+    assert keeper.state is not keeper.start
+    got, _ = keeper.best(actor, value)
+    assert keeper.confirmation["kept"] == "start"
+    assert all(torch.equal(got.state_dict()[k], start[k]) for k in start)
