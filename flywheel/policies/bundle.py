@@ -30,9 +30,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from flywheel import __version__
 from flywheel.policies.networks import GaussianActor, PolicySpec, ValueNet
 from flywheel.policies.normalizer import Normalizer
+from flywheel.provenance import code_version
 
 FORMAT = "flywheel-bundle/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
@@ -98,12 +98,11 @@ def _sha256(path: Path) -> str:
 def environment() -> dict[str, Any]:
     """Versions and threads: what a result depends on beyond the seed."""
     return {
-        "flywheel": __version__,
+        **code_version(),  # package version, git commit and dirty flag
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "device": "cpu",
     }
 
 

@@ -194,3 +194,12 @@ def test_compiled_updates_train_to_the_eager_result(tmp_path):
     fast = train_offline(_corpus(tmp_path / "b.zarr"), _cfg(runtime=Runtime(compile=True)), home=tmp_path / "hb")  # fmt: skip
     we, wf = _weights(eager), _weights(fast)
     assert all(torch.allclose(we[k], wf[k], atol=1e-3) for k in we)
+
+
+def test_lineage_names_the_code_commit(tmp_path):
+    actor, value = _actor()
+    b = load_bundle(save_bundle(tmp_path / "b", actor, task="reach", control_hz=20.0, lineage={}, value=value))  # fmt: skip
+    env = b.lineage["environment"]
+    assert env["flywheel"] and "git_sha" in env and "git_dirty" in env
+    if env["git_sha"] is not None:  # run from a checkout (as in CI)
+        assert len(env["git_sha"]) == 40
