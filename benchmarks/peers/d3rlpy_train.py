@@ -14,7 +14,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
+from d3rlpy_data import encoder, load_dataset
 
 
 def main() -> None:
@@ -24,12 +24,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     d3rlpy.seed(0)
-    d = np.load(path)
-    ds = d3rlpy.dataset.MDPDataset(
-        observations=d["observations"], actions=d["actions"], rewards=d["rewards"],
-        terminals=d["terminals"], timeouts=d["timeouts"],
-    )  # fmt: skip
-    enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256])
+    ds, enc = load_dataset(path), encoder()
     common = dict(
         batch_size=256,
         actor_encoder_factory=enc,

@@ -12,7 +12,7 @@ import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
+from d3rlpy_data import encoder, load_dataset
 
 
 def main() -> None:
@@ -21,12 +21,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    d = np.load(path)
-    ds = d3rlpy.dataset.MDPDataset(
-        observations=d["observations"], actions=d["actions"], rewards=d["rewards"],
-        terminals=d["terminals"], timeouts=d["timeouts"],
-    )  # fmt: skip
-    enc = d3rlpy.models.VectorEncoderFactory(hidden_units=[256, 256])
+    ds, enc = load_dataset(path), encoder()
     common = dict(batch_size=256, actor_encoder_factory=enc, critic_encoder_factory=enc)
     if algo == "bc":
         cfg = d3rlpy.algos.BCConfig(batch_size=256, encoder_factory=enc)
