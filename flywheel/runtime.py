@@ -25,9 +25,9 @@ class Runtime:
     threads: int = 1
     """torch intra-op threads on CPU (1: small networks gain nothing from more on 2 cores)."""
     compile: bool = False
-    """torch.compile the loss computations. Meant for CUDA, where a small network's step is
-    dominated by kernel launches; on this project's CPU runners it measured no faster than eager
-    (docs/benchmarks.md) and costs 10-30 s of compilation, so it is off by default."""
+    """torch.compile the loss computations: on a quiet CPU core the IQL + improvement step went
+    from 19.1 to 15.5 ms (docs/benchmarks.md; no gain when the core is shared), at a one-time
+    cost of 10-30 s, so it is off by default and pays off for runs of tens of thousands of steps."""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") or self.threads < 1:
