@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,19 @@ def toy_bundle(
 def toy_policy(path: Path, **kw) -> DeployedPolicy:
     b = load_bundle(toy_bundle(path, **kw))
     return DeployedPolicy(bundle=b, runner=EagerRunner(b.actor), version=None, backend="eager")
+
+
+def slow_policy(policy: DeployedPolicy, delay_s: float) -> DeployedPolicy:
+    """`policy` with an inference that takes `delay_s` longer (deadline and watchdog tests)."""
+
+    class Slow:
+        backend, keys = "slow", policy.runner.keys
+
+        def __call__(self, obs):
+            time.sleep(delay_s)
+            return policy.runner(obs)
+
+    return DeployedPolicy(bundle=policy.bundle, runner=Slow(), version=None, backend="slow")
 
 
 def toy_obs(rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from flywheel.deploy.controller import Controller, ControllerConfig, PolicySlot, SwapError
 from flywheel.deploy.deployed import DeployedPolicy
 from flywheel.deploy.watchdog import HOLD
-from tests.deploy.conftest import toy_obs, toy_policy
+from tests.deploy.conftest import slow_policy, toy_obs, toy_policy
 
 
 class Clock:
@@ -98,14 +98,7 @@ def test_one_good_tick_between_faults_resets_the_hold_count(policy):
 
 
 def test_missed_inference_deadline_discards_the_action(policy):
-    class Slow:
-        backend, keys = "slow", policy.runner.keys
-
-        def __call__(self, obs):
-            time.sleep(0.03)
-            return policy.runner(obs)
-
-    slow = DeployedPolicy(bundle=policy.bundle, runner=Slow(), version=None, backend="slow")
+    slow = slow_policy(policy, 0.03)
     ctl = Controller(slow, ControllerConfig(hold_ticks=0))  # 50 Hz: 20 ms deadline
     d = ctl.act(toy_obs())
     assert d.status == "stopped" and d.code == "deadline" and d.inference_ms >= 30

@@ -14,10 +14,9 @@ from websockets.sync.client import connect
 
 from flywheel.deploy.client import ClientConfig, HandshakeError, RobotClient, RobotSpec
 from flywheel.deploy.controller import ControllerConfig, PolicySlot
-from flywheel.deploy.deployed import DeployedPolicy
 from flywheel.deploy.protocol import PROTOCOL, encode_obs, pack, unpack
 from flywheel.deploy.server import ControllerServer, ServerConfig, serve_registry
-from tests.deploy.conftest import toy_bundle, toy_obs, toy_policy
+from tests.deploy.conftest import slow_policy, toy_bundle, toy_obs, toy_policy
 
 TOKEN = "s3cret-token"
 
@@ -221,14 +220,7 @@ def test_client_checks_the_handshake_itself(server, monkeypatch):
 def test_inference_runs_off_the_event_loop_and_late_replies_trip_the_client_watchdog(tmp_path):
     p = toy_policy(tmp_path / "p")
 
-    class Slow:
-        backend, keys = "slow", p.runner.keys
-
-        def __call__(self, obs):
-            time.sleep(0.3)
-            return p.runner(obs)
-
-    slow = DeployedPolicy(bundle=p.bundle, runner=Slow(), version=None, backend="slow")
+    slow = slow_policy(p, 0.3)
     cfg = ServerConfig(port=0, alias=None, controller=ControllerConfig(deadline_periods=100))
     srv = ControllerServer(PolicySlot(slow), cfg).start()
     try:
