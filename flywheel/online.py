@@ -133,6 +133,18 @@ class Resumable:
         self.path.unlink(missing_ok=True)
 
 
+def _run_state(steps: int, last: dict[str, float], sink: EpisodeSink) -> dict[str, Any]:
+    """What every online loop checkpoints besides its algorithm: progress, RNG, episode counts."""
+    return {"steps": steps, "last": json.dumps(last), "torch_rng": torch.get_rng_state(), "sink": [sink.episodes, sink.successes]}  # fmt: skip
+
+
+def _restore_run(state: dict[str, Any], sink: EpisodeSink) -> tuple[int, dict[str, float]]:
+    """Undo `_run_state`; returns (env steps done, last metrics)."""
+    torch.set_rng_state(state["torch_rng"])
+    sink.episodes, sink.successes = (int(x) for x in state["sink"])
+    return int(state["steps"]), json.loads(state["last"])
+
+
 def refine(
     bundle: Bundle,
     env_fn: Callable[[], gym.Env],
@@ -216,11 +228,9 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     else:
         algo.load_state_dict(state["algo"])
         keeper = _BestKeeper(env_fn, config, actor, value, restore=state["keeper"])
-        steps = resumed_at = int(state["steps"])
-        last = json.loads(state["last"])
+        steps, last = _restore_run(state, sink)
+        resumed_at = steps
         g.set_state(state["g"])
-        torch.set_rng_state(state["torch_rng"])
-        sink.episodes, sink.successes = (int(x) for x in state["sink"])
     pool = make_pool(
         [env_fn] * cfg.num_envs,
         workers=env_workers(config, cfg.num_envs),
@@ -237,9 +247,7 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             if algo.rollouts % config.check_every == 0 or steps >= config.env_steps:
                 keeper.check(actor, value, steps)
             if algo.rollouts % ckpt.every == 0 and steps < config.env_steps:
-                ckpt.save({"algo": algo.state_dict(), "keeper": keeper.state_dict(), "steps": steps,
-                           "last": json.dumps(last), "g": g.get_state(), "torch_rng": torch.get_rng_state(),
-                           "sink": [sink.episodes, sink.successes]})  # fmt: skip
+                ckpt.save({"algo": algo.state_dict(), "keeper": keeper.state_dict(), "g": g.get_state(), **_run_state(steps, last, sink)})  # fmt: skip
             if progress is not None:
                 progress(min(steps, config.env_steps), config.env_steps)
     finally:
@@ -298,8 +306,10 @@ class _BestKeeper:
             self.score = tuple(json.loads(restore["score"]))
             self.state = (restore["actor"], restore["value"])
             self.start = (restore["start_actor"], restore["start_value"])
+            self.improved = bool(restore["improved"])
             self.log = json.loads(restore["log"])
             return
+        self.improved = False  # a later policy beat the start in the checks
         self.log: list[dict[str, float]] = []
         self.score = self._score(actor)
         self.state = self.start = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))  # fmt: skip
@@ -307,7 +317,7 @@ class _BestKeeper:
 
     def state_dict(self) -> dict[str, Any]:
         return {"score": json.dumps(self.score), "actor": self.state[0], "value": self.state[1], "log": json.dumps(self.log),
-                "start_actor": self.start[0], "start_value": self.start[1]}  # fmt: skip
+                "start_actor": self.start[0], "start_value": self.start[1], "improved": self.improved}  # fmt: skip
 
     def _score(self, actor: Any, *, episodes: int | None = None, offset: int = 10_000) -> tuple[float, float]:  # fmt: skip
         n = episodes or self.config.check_episodes
@@ -319,11 +329,11 @@ class _BestKeeper:
         score = self._score(actor)
         self.log.append({"env_steps": steps, "success": score[0], "return": score[1]})
         if score > self.score:
-            self.score = score
+            self.score, self.improved = score, True
             self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
 
     def best(self, actor: Any, value: ValueNet) -> tuple[Any, ValueNet]:
-        if self.state is not self.start:  # a later policy won the checks: confirm it
+        if self.improved:  # a later policy won the checks: confirm it
             n = self.config.confirm_episodes
             actor.load_state_dict(self.state[0])
             best = self._score(actor, episodes=n, offset=20_000)
@@ -399,10 +409,8 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
         replay.load_state_dict(state["replay"])
         if offline is not None and state["offline_rng"]:
             offline.set_rng_state(json.loads(state["offline_rng"]))
-        steps = resumed_at = int(state["steps"])
-        last = json.loads(state["last"])
-        torch.set_rng_state(state["torch_rng"])
-        sink.episodes, sink.successes = (int(x) for x in state["sink"])
+        steps, last = _restore_run(state, sink)
+        resumed_at = steps
     pool = make_pool(
         [env_fn] * cfg.num_envs,
         workers=env_workers(config, cfg.num_envs),
@@ -430,10 +438,9 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
                     last = algo.update(source.sample(cfg.batch_size))
             if steps // (SAC_BLOCK * ckpt.every) > block and steps < config.env_steps:
                 block = steps // (SAC_BLOCK * ckpt.every)
-                ckpt.save({"algo": algo.state_dict(), "replay": replay.state_dict(), "steps": steps,
+                ckpt.save({"algo": algo.state_dict(), "replay": replay.state_dict(),
                            "offline_rng": json.dumps(offline.rng_state()) if offline else "",
-                           "last": json.dumps(last), "torch_rng": torch.get_rng_state(),
-                           "sink": [sink.episodes, sink.successes]})  # fmt: skip
+                           **_run_state(steps, last, sink)})  # fmt: skip
             if progress is not None:
                 progress(min(steps, config.env_steps), config.env_steps)
     finally:

@@ -94,7 +94,7 @@ class BC:
         loss.backward()
         nn.utils.clip_grad_norm_(self.actors.parameters(), self.config.grad_clip)
         self.opt.step()
-        return scalars({"loss": loss.detach(), **metrics})
+        return scalars({"loss": loss, **metrics})
 
     def best_member(self, batch: Batch) -> GaussianActor:
         """The member with the highest likelihood of held-out data (what to deploy)."""

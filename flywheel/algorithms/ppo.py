@@ -141,7 +141,7 @@ class PPO:
         if with_actor:
             nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.opt.step()  # parameters without a gradient (the actor in warm-up) are skipped
-        return scalars({k: v.detach() for k, v in metrics.items()})
+        return scalars(metrics)
 
     def state_dict(self) -> dict[str, Any]:
         return {
