@@ -51,7 +51,7 @@ def resolve_bundle(ref: str) -> Path:
     q = flywheel_home() / "bundles" / ref
     if q.is_dir():
         return q
-    raise typer.BadParameter(f"no bundle at {ref} or {q}")
+    raise typer.BadParameter(f"no bundle at {ref}" + (f" or {q}" if q != p else ""))
 
 
 def _runtime(device: str, threads: int, compile: bool) -> Runtime:
