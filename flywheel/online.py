@@ -21,7 +21,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from flywheel.algorithms.base import MixedSource, OfflineSource, ReplaySource, to_torch
+from flywheel.algorithms.base import (
+    MixedSource,
+    OfflineSource,
+    ReplaySource,
+    absorbing_reward,
+    to_torch,
+)
 from flywheel.algorithms.ppo import PPO, PPOConfig, gae
 from flywheel.algorithms.sac import SAC, SACConfig
 from flywheel.checkpoints import load_checkpoint, save_checkpoint
@@ -224,10 +230,10 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     g = torch.Generator().manual_seed(config.seed)
     state = ckpt.load()
     if state is None:
-        keeper = _BestKeeper(env_fn, config, actor, value)
+        keeper = _BestKeeper(env_fn, config, bundle)
     else:
         algo.load_state_dict(state["algo"])
-        keeper = _BestKeeper(env_fn, config, actor, value, restore=state["keeper"])
+        keeper = _BestKeeper(env_fn, config, bundle, restore=state["keeper"])
         steps, last = _restore_run(state, sink)
         resumed_at = steps
         g.set_state(state["g"])
@@ -255,7 +261,7 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     actor, value = keeper.best(actor, value)
     return (
         actor.eval(),
-        value.eval(),
+        value.eval() if value is not None else None,
         {
             "ppo": last,
             "rollouts": algo.rollouts,
@@ -268,7 +274,10 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
 
 def _minibatches(roll: dict[str, Any], cfg: PPOConfig, g: torch.Generator) -> Iterator[dict[str, Any]]:  # fmt: skip
     """GAE on a (T, N) rollout, flattened, then `epochs` shuffled passes of minibatches."""
-    adv, ret = gae(roll["reward"], roll["value"], roll["next_value"], roll["done"], cfg.gamma, cfg.gae_lambda)  # fmt: skip
+    reward = roll["reward"]
+    if cfg.absorbing_terminal:
+        reward = absorbing_reward(reward, roll["done"], cfg.gamma)
+    adv, ret = gae(reward, roll["value"], roll["next_value"], roll["done"], cfg.gamma, cfg.gae_lambda)  # fmt: skip
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
     data = {
         "obs": {k: flat(v) for k, v in roll["obs"].items()},
@@ -292,59 +301,61 @@ def _minibatches(roll: dict[str, Any], cfg: PPOConfig, g: torch.Generator) -> It
 class _BestKeeper:
     """Online RL can collapse a good policy; keep the best one seen on held-out seeds.
 
-    Every `check_every` rollouts the current policy is evaluated (deterministic, its own seeds,
-    apart from the before/after evaluation) and kept if it beats the best so far, the starting
+    Every check evaluates the current policy (deterministic, its own seeds, apart from the
+    before/after evaluation) and keeps it if it beats the best so far, the starting bundle's
     policy included. The best of many noisy checks is biased upwards, so at the end it must also
     beat the starting policy on `confirm_episodes` fresh paired seeds, or the start is returned:
-    refinement never returns a policy it measured to be worse.
+    refinement never returns a policy it measured to be worse. The start is kept as modules (the
+    bundle's own), so a learner with another actor architecture (SAC's squashed one) fits too.
     """
 
-    def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, actor: Any, value: ValueNet, *, restore: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, start: Bundle, *, restore: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.env_fn, self.config = env_fn, config
+        self.start = (copy.deepcopy(start.actor).eval(), start.value)
         self.confirmation: dict[str, Any] | None = None
+        self.best_state: tuple[dict, dict | None] | None = None  # a later policy that won
         if restore is not None:  # from a checkpoint: no need to score the start again
             self.score = tuple(json.loads(restore["score"]))
-            self.state = (restore["actor"], restore["value"])
-            self.start = (restore["start_actor"], restore["start_value"])
-            self.improved = bool(restore["improved"])
             self.log = json.loads(restore["log"])
+            if restore["best_actor"] is not None:
+                self.best_state = (restore["best_actor"], restore["best_value"])
             return
-        self.improved = False  # a later policy beat the start in the checks
-        self.log: list[dict[str, float]] = []
-        self.score = self._score(actor)
-        self.state = self.start = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))  # fmt: skip
-        self.log.append({"env_steps": 0, "success": self.score[0], "return": self.score[1]})
+        self.score = self._score(self.start[0])
+        self.log: list[dict[str, float]] = [{"env_steps": 0, "success": self.score[0], "return": self.score[1]}]  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        return {"score": json.dumps(self.score), "actor": self.state[0], "value": self.state[1], "log": json.dumps(self.log),
-                "start_actor": self.start[0], "start_value": self.start[1], "improved": self.improved}  # fmt: skip
+        actor, value = self.best_state or (None, None)
+        return {"score": json.dumps(self.score), "log": json.dumps(self.log), "best_actor": actor, "best_value": value}  # fmt: skip
 
     def _score(self, actor: Any, *, episodes: int | None = None, offset: int = 10_000) -> tuple[float, float]:  # fmt: skip
         n = episodes or self.config.check_episodes
+        was_training = actor.training
         r = evaluate(NumpyPolicy(actor), self.env_fn, episodes=n, seed=self.config.eval_seed + offset)  # fmt: skip
-        actor.train()
+        actor.train(was_training)
         return r.success_rate, r.mean_return
 
-    def check(self, actor: Any, value: ValueNet, steps: int) -> None:
+    def check(self, actor: Any, value: ValueNet | None, steps: int) -> None:
         score = self._score(actor)
         self.log.append({"env_steps": steps, "success": score[0], "return": score[1]})
         if score > self.score:
-            self.score, self.improved = score, True
-            self.state = (copy.deepcopy(actor.state_dict()), copy.deepcopy(value.state_dict()))
+            self.score = score
+            v = copy.deepcopy(value.state_dict()) if value is not None else None
+            self.best_state = (copy.deepcopy(actor.state_dict()), v)
 
-    def best(self, actor: Any, value: ValueNet) -> tuple[Any, ValueNet]:
-        if self.improved:  # a later policy won the checks: confirm it
-            n = self.config.confirm_episodes
-            actor.load_state_dict(self.state[0])
-            best = self._score(actor, episodes=n, offset=20_000)
-            actor.load_state_dict(self.start[0])
-            start = self._score(actor, episodes=n, offset=20_000)
-            kept = best > start
-            self.confirmation = {"episodes": n, "best": best, "start": start, "kept": "best" if kept else "start"}  # fmt: skip
-            if not kept:
-                self.state = self.start
-        actor.load_state_dict(self.state[0])
-        value.load_state_dict(self.state[1])
+    def best(self, actor: Any, value: ValueNet | None) -> tuple[Any, ValueNet | None]:
+        """The confirmed winner (`actor`/`value` loaded with it) or the starting modules."""
+        if self.best_state is None:
+            return self.start
+        n = self.config.confirm_episodes
+        actor.load_state_dict(self.best_state[0])
+        best = self._score(actor, episodes=n, offset=20_000)
+        start = self._score(self.start[0], episodes=n, offset=20_000)
+        kept = best > start
+        self.confirmation = {"episodes": n, "best": best, "start": start, "kept": "best" if kept else "start"}  # fmt: skip
+        if not kept:
+            return self.start
+        if value is not None and self.best_state[1] is not None:
+            value.load_state_dict(self.best_state[1])
         return actor, value
 
 
@@ -404,6 +415,7 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             source = MixedSource(offline, replay)
     steps, last, resumed_at = 0, {}, None
     state = ckpt.load()
+    keeper = _BestKeeper(env_fn, config, bundle, restore=state["keeper"] if state else None)
     if state is not None:
         algo.load_state_dict(state["algo"])
         replay.load_state_dict(state["replay"])
@@ -417,7 +429,7 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
         seed=config.seed * 1_000_003 + steps,
         record=sink.corpus is not None,
     )
-    block = steps // (SAC_BLOCK * ckpt.every)
+    block = steps // SAC_BLOCK
     try:
         obs = pool.batch()
         while steps < config.env_steps:
@@ -436,13 +448,17 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             if steps >= cfg.warmup_steps:
                 for _ in range(cfg.updates_per_step):
                     last = algo.update(source.sample(cfg.batch_size))
-            if steps // (SAC_BLOCK * ckpt.every) > block and steps < config.env_steps:
-                block = steps // (SAC_BLOCK * ckpt.every)
-                ckpt.save({"algo": algo.state_dict(), "replay": replay.state_dict(),
-                           "offline_rng": json.dumps(offline.rng_state()) if offline else "",
-                           **_run_state(steps, last, sink)})  # fmt: skip
+            if steps // SAC_BLOCK > block or steps >= config.env_steps:
+                block = steps // SAC_BLOCK
+                keeper.check(algo.actor, None, steps)
+                if block % ckpt.every == 0 and steps < config.env_steps:
+                    ckpt.save({"algo": algo.state_dict(), "replay": replay.state_dict(), "keeper": keeper.state_dict(),
+                               "offline_rng": json.dumps(offline.rng_state()) if offline else "",
+                               **_run_state(steps, last, sink)})  # fmt: skip
             if progress is not None:
                 progress(min(steps, config.env_steps), config.env_steps)
     finally:
         pool.close()
-    return algo.actor.eval(), None, {"sac": last, "resumed_at": resumed_at}
+    actor, value = keeper.best(algo.actor, None)
+    metrics = {"sac": last, "checks": keeper.log, "confirmation": keeper.confirmation, "resumed_at": resumed_at}  # fmt: skip
+    return actor.eval(), value, metrics

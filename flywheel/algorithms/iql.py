@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, scalars, soft_update
+from flywheel.algorithms.base import (
+    Batch,
+    DataKind,
+    UpdateSchedule,
+    absorbing_reward,
+    adam,
+    scalars,
+    soft_update,
+)
 from flywheel.policies import DoubleQ, Normalizer, PolicySpec, ValueNet
 from flywheel.runtime import maybe_compile
 
@@ -34,6 +42,8 @@ class IQLConfig:
     """Polyak rate of the target Q."""
     layer_norm: bool = True
     """LayerNorm in critics (stabilises off-policy regression)."""
+    absorbing_terminal: bool = True
+    """A terminated step is a success that keeps paying (see `absorbing_reward`)."""
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.expectile < 1 or not 0 < self.discount <= 1:
@@ -92,7 +102,10 @@ class IQLCritic:
             v_next = self.v(batch["next_obs"])
         lv = v_loss(q_t, self.v(obs), cfg.expectile)
         q = self.q(obs, act)
-        lq = q_loss(q, batch["reward"], batch["done"], v_next, cfg.discount)
+        reward = batch["reward"]
+        if cfg.absorbing_terminal:
+            reward = absorbing_reward(reward, batch["done"], cfg.discount)
+        lq = q_loss(q, reward, batch["done"], v_next, cfg.discount)
         return lv, lq, q
 
     def update(self, batch: Batch) -> dict[str, float]:

@@ -39,8 +39,9 @@ class PPOConfig:
     """Critic learning rate."""
     clip: float = 0.05
     """Small ratio clip (Uni-O4 fine-tuning)."""
-    value_clip: float = 0.2
-    """Clip of the value update around the old prediction."""
+    value_clip: float | None = None
+    """Clip of the value update around the old prediction (None: off). An absolute clip is on
+    the scale of the returns, which here run to hundreds: 0.2 would freeze the critic."""
     entropy: float = 0.0
     """Entropy bonus coefficient."""
     gamma: float = 0.99
@@ -53,6 +54,8 @@ class PPOConfig:
     """Max gradient norm."""
     adam_eps: float = 1e-5
     """Adam epsilon (PPO implementation detail that matters)."""
+    absorbing_terminal: bool = True
+    """A terminated step is a success that keeps paying (see `absorbing_reward`)."""
     max_init_std: float = 0.2
     """Cap on the starting exploration std: a BC std fitted to noisy demos makes the first
     rollouts fail where the deterministic policy succeeds."""
@@ -80,9 +83,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
 
 
 def value_loss(
-    v: torch.Tensor, v_old: torch.Tensor, ret: torch.Tensor, clip: float
+    v: torch.Tensor, v_old: torch.Tensor, ret: torch.Tensor, clip: float | None
 ) -> torch.Tensor:
-    """Clipped value loss: the larger of the clipped and unclipped squared errors."""
+    """Squared error to the returns; with `clip`, the larger of the clipped and unclipped errors."""
+    if clip is None:
+        return 0.5 * (v - ret).pow(2).mean()
     v_clipped = v_old + (v - v_old).clamp(-clip, clip)
     return 0.5 * torch.max((v - ret).pow(2), (v_clipped - ret).pow(2)).mean()
 

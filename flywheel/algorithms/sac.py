@@ -15,7 +15,14 @@ from typing import Any
 
 import torch
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, soft_update
+from flywheel.algorithms.base import (
+    Batch,
+    DataKind,
+    UpdateSchedule,
+    absorbing_reward,
+    adam,
+    soft_update,
+)
 from flywheel.policies import DoubleQ, GaussianActor, Normalizer, PolicySpec
 
 
@@ -39,6 +46,8 @@ class SACConfig:
     """Gradient updates per vector-env step."""
     num_envs: int = 4
     """Parallel envs."""
+    absorbing_terminal: bool = True
+    """A terminated step is a success that keeps paying (see `absorbing_reward`)."""
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,7 +95,10 @@ class SAC:
         with torch.no_grad():
             a_next, logp_next = self.actor.sample(nxt)
             q_next = self.q_target(nxt, a_next).min(0).values - alpha * logp_next
-            target = batch["reward"] + cfg.discount * (1.0 - batch["done"]) * q_next
+            reward = batch["reward"]
+            if cfg.absorbing_terminal:
+                reward = absorbing_reward(reward, batch["done"], cfg.discount)
+            target = reward + cfg.discount * (1.0 - batch["done"]) * q_next
         lq = critic_loss(self.q(obs, batch["action"]), target)
         self.q_opt.zero_grad(set_to_none=True)
         lq.backward()

@@ -14,6 +14,7 @@ from flywheel.algorithms.base import (
     OfflineSource,
     ReplaySource,
     UpdateSchedule,
+    absorbing_reward,
 )
 from flywheel.algorithms.bc import BC, BCConfig, bc_loss
 from flywheel.algorithms.iql import IQLConfig, IQLCritic, expectile_loss
@@ -120,6 +121,19 @@ def test_ppo_clip_loss_ignores_gains_beyond_the_clip():
     far, m = ppo_clip_loss(torch.tensor([1.0]), torch.tensor([0.0]), adv, 0.2)
     assert far.item() == pytest.approx(-1.2) and near.item() == pytest.approx(-np.exp(0.01))
     assert m["clip_frac"] == 1.0
+
+
+def test_finishing_is_worth_more_than_hovering_short_of_success():
+    """The trap absorbing success removes: 3.5 a step until the time limit vs success at step 20."""
+    gamma, limit = 0.99, 80
+    hover = sum(3.5 * gamma**t for t in range(limit))
+    steps = torch.tensor([1.0] * 19 + [8.5])  # reach/grasp on the way, then the success step
+    done = torch.tensor([0.0] * 19 + [1.0])
+    r = absorbing_reward(steps, done, gamma)
+    assert torch.equal(r[:19], steps[:19]) and r[19].item() == pytest.approx(850.0)
+    finish = sum(float(x) * gamma**t for t, x in enumerate(r))
+    plain = sum(float(x) * gamma**t for t, x in enumerate(steps))
+    assert plain < hover < finish
 
 
 def test_gae_matches_hand_computation():

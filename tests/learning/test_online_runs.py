@@ -3,6 +3,8 @@ same episodes as in-process envs."""
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -120,15 +122,18 @@ def test_the_best_checked_policy_must_beat_the_start_on_fresh_seeds(tmp_path, mo
     from flywheel import online
 
     bundle = _bundle(tmp_path)
-    actor, value = bundle.actor, ValueNet(bundle.spec, bundle.actor.encoder.normalizer)
+    actor, value = (
+        copy.deepcopy(bundle.actor),
+        ValueNet(bundle.spec, bundle.actor.encoder.normalizer),
+    )
     scores = iter([(0.5, 1.0), (0.7, 1.0), (0.4, 1.0), (0.5, 1.0)])  # start, check, confirm x2
     monkeypatch.setattr(online._BestKeeper, "_score", lambda self, a, **kw: next(scores))
-    keeper = online._BestKeeper(_env, RefineConfig(), actor, value)
+    keeper = online._BestKeeper(_env, RefineConfig(), bundle)
     start = {k: v.clone() for k, v in actor.state_dict().items()}
     with torch.no_grad():
         actor.log_std.add_(0.3)  # a "different" policy wins the check
     keeper.check(actor, value, 1000)
-    assert keeper.state is not keeper.start
+    assert keeper.best_state is not None
     got, _ = keeper.best(actor, value)
     assert keeper.confirmation["kept"] == "start"
     assert all(torch.equal(got.state_dict()[k], start[k]) for k in start)
