@@ -215,7 +215,7 @@ def refine(
     }
 
 
-def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, progress: Progress | None, ckpt: Resumable) -> tuple[Any, ValueNet, dict]:  # fmt: skip
+def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, progress: Progress | None, ckpt: Resumable) -> tuple[Any, ValueNet | None, dict]:  # fmt: skip
     cfg = config.ppo
     actor = copy.deepcopy(bundle.actor).train()
     if not actor.spec.squash:
@@ -400,7 +400,7 @@ SAC_BLOCK = 5_000
 """Env steps per SAC checkpoint block (see `RefineConfig.checkpoint_every`)."""
 
 
-def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, corpus: Corpus | None, progress: Progress | None, ckpt: Resumable) -> tuple[Any, None, dict]:  # fmt: skip
+def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, corpus: Corpus | None, progress: Progress | None, ckpt: Resumable) -> tuple[Any, ValueNet | None, dict]:  # fmt: skip
     cfg = config.sac
     norm = bundle.actor.encoder.normalizer
     algo = SAC(bundle.spec, norm, cfg)

@@ -46,6 +46,10 @@ class RoundConfig:
     """Gradient steps per offline stage (BC, IQL, improvement)."""
     online_steps: int = 20_000
     """Online env-step budget per round, spent weakest task first."""
+    refine_algo: str = "ppo"
+    """Online refinement: `ppo` (fast per step, stays near the offline policy) or `sac`
+    (RLPD-style, corpus in every batch: far more improvement per env step, ~6x slower per step;
+    see docs/learning.md)."""
     target: float = 0.95
     """Success rate at which a task needs no more online refinement."""
     eval_episodes: int = 50
@@ -116,9 +120,13 @@ def refine_targets_task(bundles: dict[str, str], success: dict[str, float], cfg:
     tcfg = TargetedConfig(budget=c.online_steps, chunk=chunk, threshold=c.target, eval_episodes=c.eval_episodes, eval_seed=c.eval_seed)  # fmt: skip
 
     def refine_chunk(t: Target, steps: int) -> Path:
-        out = Path(home) / "bundles" / f"{t.bundle.name}-ppo{t.env_steps + steps}"
+        out = Path(home) / "bundles" / f"{t.bundle.name}-{c.refine_algo}{t.env_steps + steps}"
         rcfg = RefineConfig(
-            env_steps=steps, eval_episodes=c.eval_episodes, eval_seed=c.eval_seed, seed=c.seed
+            algo=c.refine_algo,  # type: ignore[arg-type]  # checked by the CLI
+            env_steps=steps,
+            eval_episodes=c.eval_episodes,
+            eval_seed=c.eval_seed,
+            seed=c.seed,
         )
         refine(load_bundle(t.bundle), t.env_fn, rcfg, out=out, corpus=corp)
         return out

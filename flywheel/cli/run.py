@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         online_steps: Annotated[
             int, typer.Option(help="Online env-step budget per round.")
         ] = 20_000,
+        refine_algo: Annotated[
+            str, typer.Option(help="Online refinement: ppo (fast) or sac (sample-efficient).")
+        ] = "ppo",
         eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per policy.")] = 50,
         seed: Annotated[int, typer.Option()] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
@@ -37,6 +40,8 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(tasks.split(",")) - set(sim.GYM_IDS) - {""})
         if unknown:  # before Prefect starts: a typo should not cost a server start-up
             raise typer.BadParameter(f"unknown task(s) {unknown}; sim tasks: {sorted(sim.GYM_IDS)}")
+        if refine_algo not in ("ppo", "sac"):
+            raise typer.BadParameter(f"--refine-algo must be ppo or sac, not {refine_algo!r}")
         home = flywheel_home().resolve()
         configure(home)
         from pipelines.flows import RoundConfig, flywheel_rounds
@@ -47,6 +52,7 @@ def register(app: typer.Typer) -> None:
             policy_episodes=policy_episodes,
             steps=steps,
             online_steps=online_steps,
+            refine_algo=refine_algo,
             eval_episodes=eval_episodes,
             seed=seed,
         )
