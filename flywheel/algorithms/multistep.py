@@ -102,7 +102,10 @@ def decide(d: GateDecision, margin: float) -> GateDecision:
         )
         if not better:
             ok = False
-            reasons.append(f"sim success {d.sim_candidate:.2f} vs accepted {d.sim_accepted:.2f}")
+            why = f"sim success {d.sim_candidate:.2f} vs accepted {d.sim_accepted:.2f}"
+            if d.sim_candidate == d.sim_accepted:  # the tie was broken by return
+                why += f", return {d.sim_return_candidate or 0.0:.4g} <= {d.sim_return_accepted or 0.0:.4g}"  # fmt: skip
+            reasons.append(why)
     d.accepted = ok
     d.reason = "improved" if ok else "; ".join(reasons)
     return d
