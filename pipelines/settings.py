@@ -21,6 +21,9 @@ def configure(home: Path, *, api_url: str | None = None) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    # the ephemeral server's default 20 s start-up limit failed `flywheel run` on a busy 2-core
+    # machine (it migrates its database first); waiting longer costs nothing when it is quick
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if api_url is not None:
         os.environ["PREFECT_API_URL"] = api_url
     (home / "prefect").mkdir(parents=True, exist_ok=True)
