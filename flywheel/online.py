@@ -274,9 +274,7 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
 
 def _minibatches(roll: dict[str, Any], cfg: PPOConfig, g: torch.Generator) -> Iterator[dict[str, Any]]:  # fmt: skip
     """GAE on a (T, N) rollout, flattened, then `epochs` shuffled passes of minibatches."""
-    reward = roll["reward"]
-    if cfg.absorbing_terminal:
-        reward = absorbing_reward(reward, roll["done"], cfg.gamma)
+    reward = absorbing_reward(roll["reward"], roll["done"], cfg.gamma, enabled=cfg.absorbing_terminal)  # fmt: skip
     adv, ret = gae(reward, roll["value"], roll["next_value"], roll["done"], cfg.gamma, cfg.gae_lambda)  # fmt: skip
     flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T*N, ...)
     data = {

@@ -238,7 +238,9 @@ def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) ->
         torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-def absorbing_reward(reward: torch.Tensor, done: torch.Tensor, discount: float) -> torch.Tensor:
+def absorbing_reward(
+    reward: torch.Tensor, done: torch.Tensor, discount: float, *, enabled: bool = True
+) -> torch.Tensor:
     """Rewards with every terminated step counted as an absorbing state: r / (1 - gamma).
 
     Our tasks end an episode on success. With dense shaping that pays every step (reach, grasp,
@@ -246,6 +248,7 @@ def absorbing_reward(reward: torch.Tensor, done: torch.Tensor, discount: float) 
     short of success until the time limit: 3.5 a step for 80 steps out-earns one success bonus,
     so RL learns not to succeed. Treating success as a state that keeps paying its reward
     forever makes finishing, and finishing sooner, the best thing to do. Only right where a
-    termination means success (set `absorbing_terminal=False` for corpora where it may not).
+    termination means success: `enabled=False` (each learner's `absorbing_terminal`) returns the
+    rewards unchanged, for data whose terminations may be failures.
     """
-    return torch.where(done > 0, reward / (1.0 - discount), reward)
+    return torch.where(done > 0, reward / (1.0 - discount), reward) if enabled else reward

@@ -102,9 +102,7 @@ class IQLCritic:
             v_next = self.v(batch["next_obs"])
         lv = v_loss(q_t, self.v(obs), cfg.expectile)
         q = self.q(obs, act)
-        reward = batch["reward"]
-        if cfg.absorbing_terminal:
-            reward = absorbing_reward(reward, batch["done"], cfg.discount)
+        reward = absorbing_reward(batch["reward"], batch["done"], cfg.discount, enabled=cfg.absorbing_terminal)  # fmt: skip
         lq = q_loss(q, reward, batch["done"], v_next, cfg.discount)
         return lv, lq, q
 

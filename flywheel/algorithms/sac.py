@@ -95,9 +95,7 @@ class SAC:
         with torch.no_grad():
             a_next, logp_next = self.actor.sample(nxt)
             q_next = self.q_target(nxt, a_next).min(0).values - alpha * logp_next
-            reward = batch["reward"]
-            if cfg.absorbing_terminal:
-                reward = absorbing_reward(reward, batch["done"], cfg.discount)
+            reward = absorbing_reward(batch["reward"], batch["done"], cfg.discount, enabled=cfg.absorbing_terminal)  # fmt: skip
             target = reward + cfg.discount * (1.0 - batch["done"]) * q_next
         lq = critic_loss(self.q(obs, batch["action"]), target)
         self.q_opt.zero_grad(set_to_none=True)

@@ -134,6 +134,7 @@ def test_finishing_is_worth_more_than_hovering_short_of_success():
     finish = sum(float(x) * gamma**t for t, x in enumerate(r))
     plain = sum(float(x) * gamma**t for t, x in enumerate(steps))
     assert plain < hover < finish
+    assert torch.equal(absorbing_reward(steps, done, gamma, enabled=False), steps)
 
 
 def test_gae_matches_hand_computation():
