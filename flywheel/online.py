@@ -40,6 +40,9 @@ from flywheel.workers import ProcessEnvPool, make_pool
 
 Progress = Callable[[int, int], None]
 
+REFINE_ALGOS = ("ppo", "sac")
+"""The online learners `RefineConfig.algo` names."""
+
 WORKERS_FROM = 20_000
 """Env-step budget from which `env_workers=None` steps envs in worker processes."""
 
@@ -79,6 +82,10 @@ class RefineConfig:
     runtime: Runtime = field(default_factory=Runtime)
     """Online runs stay on CPU whatever `device` says: their batches are a few envs wide, and a
     GPU would add a transfer to every env step. `threads` and `compile` apply."""
+
+    def __post_init__(self) -> None:
+        if self.algo not in REFINE_ALGOS:
+            raise ValueError(f"refinement algo must be one of {', '.join(REFINE_ALGOS)}, not {self.algo!r}")  # fmt: skip
 
 
 def env_workers(config: RefineConfig, num_envs: int) -> int:

@@ -122,7 +122,7 @@ def refine_targets_task(bundles: dict[str, str], success: dict[str, float], cfg:
     def refine_chunk(t: Target, steps: int) -> Path:
         out = Path(home) / "bundles" / f"{t.bundle.name}-{c.refine_algo}{t.env_steps + steps}"
         rcfg = RefineConfig(
-            algo=c.refine_algo,  # type: ignore[arg-type]  # checked by the CLI
+            algo=c.refine_algo,  # type: ignore[arg-type]  # validated by RefineConfig
             env_steps=steps,
             eval_episodes=c.eval_episodes,
             eval_seed=c.eval_seed,

@@ -152,13 +152,14 @@ def register(app: typer.Typer) -> None:
         from flywheel.online import refine as run_refine
         from flywheel.policies import load_bundle
 
-        if algo not in ("ppo", "sac"):
-            raise typer.BadParameter("--algo must be ppo or sac")
+        try:  # before the bundle is loaded: a typo should fail at once
+            cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes, env_workers=env_workers, runtime=_runtime("cpu", threads, compile))  # type: ignore[arg-type]  # fmt: skip
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
         src = resolve_bundle(bundle)
         b = load_bundle(src)
         out = flywheel_home() / "bundles" / f"{src.name}-{algo}-s{seed}-{env_steps}"
         c = Corpus.open_or_create(corpus or default_corpus_path()) if record else None
-        cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes, env_workers=env_workers, runtime=_runtime("cpu", threads, compile))  # type: ignore[arg-type]  # fmt: skip
         with stage_bars(enabled=not json) as bars:
             res = run_refine(b, env_factory(task, env), cfg, out=out, corpus=c, progress=lambda d, t: bars("online", d, t))  # fmt: skip
         if json:

@@ -40,8 +40,10 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(tasks.split(",")) - set(sim.GYM_IDS) - {""})
         if unknown:  # before Prefect starts: a typo should not cost a server start-up
             raise typer.BadParameter(f"unknown task(s) {unknown}; sim tasks: {sorted(sim.GYM_IDS)}")
-        if refine_algo not in ("ppo", "sac"):
-            raise typer.BadParameter(f"--refine-algo must be ppo or sac, not {refine_algo!r}")
+        from flywheel.online import REFINE_ALGOS
+
+        if refine_algo not in REFINE_ALGOS:  # before Prefect starts, like the tasks
+            raise typer.BadParameter(f"--refine-algo must be one of {', '.join(REFINE_ALGOS)}, not {refine_algo!r}")  # fmt: skip
         home = flywheel_home().resolve()
         configure(home)
         from pipelines.flows import RoundConfig, flywheel_rounds
