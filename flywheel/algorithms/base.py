@@ -155,15 +155,11 @@ class ReplaySource:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._i, self._n = int(state["i"]), int(state["n"])
         self._rng.bit_generator.state = json.loads(state["rng"])
-        self._data = None
-        data = state["data"]
-        if data:
-            self._data = {}
-            for k, v in data.items():
-                if isinstance(v, Mapping):
-                    self._data[k] = {kk: _grow(vv.numpy(), self.capacity) for kk, vv in v.items()}
-                else:
-                    self._data[k] = _grow(v.numpy(), self.capacity)
+
+        def grown(d: Mapping[str, Any]) -> dict[str, Any]:  # the inverse of `rows` above
+            return {k: grown(v) if isinstance(v, Mapping) else _grow(v.numpy(), self.capacity) for k, v in d.items()}  # fmt: skip
+
+        self._data = grown(state["data"]) or None
 
     def sample(self, batch_size: int) -> Batch:
         assert self._data is not None, "empty replay"
