@@ -19,9 +19,9 @@ import numpy as np
 
 from flywheel.deploy.export import ExportFormat, checked_export, export_bundle
 from flywheel.deploy.observations import Batch, ObservationSpec, load_batch, synthetic
-from flywheel.deploy.runners import Backend, EagerRunner, PolicyRunner, file_sha256, input_keys
+from flywheel.deploy.runners import Backend, EagerRunner, PolicyRunner, input_keys
 from flywheel.home import flywheel_home
-from flywheel.policies import Bundle, BundleError, load_bundle
+from flywheel.policies import Bundle, BundleError, load_bundle, verify_files
 
 if TYPE_CHECKING:  # the registry imports deploy (gates); deploy needs it only to type
     from flywheel.registry.store import Registry
@@ -60,26 +60,12 @@ class BundleCard:
     def check_unchanged(self) -> None:
         """Raise BundleError unless the folder still holds exactly the verified files.
 
-        Reads and hashes every file (hashlib and file reads release the GIL) and compares with
-        the manifest that was verified when the card was made; no network is built.
+        Re-hashes every file against the manifest (`verify_files`: file reads and hashing release
+        the GIL) and requires that manifest to be the one verified when the card was made; no
+        network is built.
         """
-        try:
-            manifest = json.loads((self.path / "manifest.json").read_text())
-        except (OSError, ValueError) as e:
-            raise BundleError(f"{self.path}/manifest.json: unreadable ({e})") from None
-        if manifest != self.manifest:
+        if verify_files(self.path) != self.manifest:
             raise BundleError(f"{self.path}/manifest.json: changed since the bundle was verified")
-        present = {p.name for p in self.path.iterdir()} - {"manifest.json"}
-        if present != set(manifest["files"]):
-            raise BundleError(
-                f"{self.path}: files {sorted(present)} differ from the manifest "
-                f"{sorted(manifest['files'])}"
-            )
-        for name, want in manifest["files"].items():
-            if file_sha256(self.path / name) != want:
-                raise BundleError(
-                    f"{self.path}/{name}: content hash mismatch (tampered or corrupt)"
-                )
 
 
 @dataclass

@@ -160,15 +160,6 @@ def sha256_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """sha256 of a file in 4 MiB reads; reads and hashing (of more than 2 KiB) release the GIL."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 def _check_sha(data: bytes, want: str | None, what: str) -> None:
     if want is not None and sha256_bytes(data) != want:
         raise ValueError(f"{what}: content hash mismatch (tampered or corrupt); re-export it")

@@ -87,10 +87,12 @@ def _hash_json(d: Any) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file in 4 MiB reads; reads and hashing (of more than 2 KiB) release the GIL,
+    so a serving process can re-check a bundle beside its control loop."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+        for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
 
@@ -145,7 +147,7 @@ def save_bundle(
     }
     for name, doc in docs.items():
         (tmp / name).write_text(json.dumps(doc, indent=1, default=str))
-    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
     manifest = {"format": FORMAT, "files": files, "bundle_hash": _hash_json(files)}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if path.exists():
@@ -166,20 +168,7 @@ def load_bundle(path: str | Path, *, with_value: bool = True) -> Bundle:
             f"{path}: refusing pickle-based checkpoint file(s) {pickled}; loading them could run "
             "arbitrary code. Export weights as safetensors with `save_bundle`."
         )
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}/manifest.json: unreadable ({e})") from None
-    if manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    present = {p.name for p in path.iterdir()} - {"manifest.json"}
-    if present != set(manifest["files"]):
-        raise BundleError(
-            f"{path}: files {sorted(present)} differ from the manifest {sorted(manifest['files'])}"
-        )
-    for name, want in manifest["files"].items():
-        if _sha256(path / name) != want:
-            raise BundleError(f"{path}/{name}: content hash mismatch (tampered or corrupt)")
+    manifest = verify_files(path)
     config = json.loads((path / "config.json").read_text())
     spec = PolicySpec.from_json(config["spec"])
     norm = Normalizer(spec.obs_shapes)
@@ -198,6 +187,26 @@ def load_bundle(path: str | Path, *, with_value: bool = True) -> Bundle:
         lineage=json.loads((path / "lineage.json").read_text()),
         manifest=manifest,
     )
+
+
+def verify_files(path: Path) -> dict[str, Any]:
+    """The bundle's manifest, once the folder holds exactly the files it lists and each has its
+    recorded hash. Raises BundleError naming the file and what is wrong."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{path}/manifest.json: unreadable ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    present = {p.name for p in path.iterdir()} - {"manifest.json"}
+    if present != set(manifest["files"]):
+        raise BundleError(
+            f"{path}: files {sorted(present)} differ from the manifest {sorted(manifest['files'])}"
+        )
+    for name, want in manifest["files"].items():
+        if file_sha256(path / name) != want:
+            raise BundleError(f"{path}/{name}: content hash mismatch (tampered or corrupt)")
+    return manifest
 
 
 def _load_weights(module: torch.nn.Module, file: Path) -> None:
