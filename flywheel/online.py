@@ -86,6 +86,8 @@ class RefineConfig:
     def __post_init__(self) -> None:
         if self.algo not in REFINE_ALGOS:
             raise ValueError(f"refinement algo must be one of {', '.join(REFINE_ALGOS)}, not {self.algo!r}")  # fmt: skip
+        if self.env_steps < 1 or self.eval_episodes < 1:
+            raise ValueError(f"env_steps ({self.env_steps}) and eval_episodes ({self.eval_episodes}) must be at least 1")  # fmt: skip
 
 
 def env_workers(config: RefineConfig, num_envs: int) -> int:

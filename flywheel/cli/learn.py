@@ -16,6 +16,7 @@ from flywheel.cli.output import console, emit_json, key_values, stage_bars, tabl
 from flywheel.home import default_corpus_path, flywheel_home
 
 if TYPE_CHECKING:  # torch is imported lazily: `--help` stays fast
+    from flywheel.policies import Bundle
     from flywheel.runtime import Runtime
 
 CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus path.")]
@@ -52,6 +53,17 @@ def resolve_bundle(ref: str) -> Path:
     if q.is_dir():
         return q
     raise typer.BadParameter(f"no bundle at {ref}" + (f" or {q}" if q != p else ""))
+
+
+def open_bundle(ref: str, *, with_value: bool = True) -> tuple[Path, Bundle]:
+    """`resolve_bundle`, then load it; a folder that is not a valid bundle is a clear error."""
+    from flywheel.policies import BundleError, load_bundle
+
+    path = resolve_bundle(ref)
+    try:
+        return path, load_bundle(path, with_value=with_value)
+    except BundleError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def _runtime(device: str, threads: int, compile: bool) -> Runtime:
@@ -150,14 +162,14 @@ def register(app: typer.Typer) -> None:
         from flywheel.corpus import Corpus
         from flywheel.online import RefineConfig
         from flywheel.online import refine as run_refine
-        from flywheel.policies import load_bundle
 
         try:  # before the bundle is loaded: a typo should fail at once
             cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes, env_workers=env_workers, runtime=_runtime("cpu", threads, compile))  # type: ignore[arg-type]  # fmt: skip
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
-        src = resolve_bundle(bundle)
-        b = load_bundle(src)
+        src, b = open_bundle(bundle)
+        if env is None and task != b.schema["task"]:  # its online episodes would be mislabelled
+            raise typer.BadParameter(f"{src} is a {b.schema['task']!r} policy, not a {task!r} one: its online episodes would go into the corpus under the wrong task")  # fmt: skip
         out = flywheel_home() / "bundles" / f"{src.name}-{algo}-s{seed}-{env_steps}"
         c = Corpus.open_or_create(corpus or default_corpus_path()) if record else None
         with stage_bars(enabled=not json) as bars:
@@ -181,9 +193,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Success rate and return of a bundle over seeded episodes."""
         from flywheel.evaluation import evaluate
-        from flywheel.policies import NumpyPolicy, load_bundle
+        from flywheel.policies import NumpyPolicy
 
-        b = load_bundle(resolve_bundle(bundle), with_value=False)
+        _, b = open_bundle(bundle, with_value=False)
         r = evaluate(
             NumpyPolicy(b.actor), env_factory(task, env, variation), episodes=episodes, seed=seed
         )

@@ -5,6 +5,12 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from flywheel.cli import app
+from flywheel.policies import GaussianActor, Normalizer, PolicySpec, save_bundle
+
+
+def _reach_bundle(path):
+    spec = PolicySpec(obs_shapes={"ee_pos": (3,)}, action_dim=4, hidden=(8,))
+    return save_bundle(path, GaussianActor(spec, Normalizer(spec.obs_shapes)), task="reach", control_hz=20.0, lineage={})  # fmt: skip
 
 
 def test_an_unknown_refinement_algorithm_is_refused_before_any_work(tmp_path):
@@ -14,3 +20,18 @@ def test_an_unknown_refinement_algorithm_is_refused_before_any_work(tmp_path):
         assert res.exit_code == 2, res.output
         assert "ppo, sac" in res.output and "'td3'" in res.output
     assert not (tmp_path / "home" / "prefect").exists()  # `run` stopped before Prefect was set up
+
+
+def test_refine_refuses_a_zero_budget_another_tasks_policy_and_a_folder_that_is_no_bundle(tmp_path):  # fmt: skip
+    env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}  # no wrapping of long paths
+    bundle = _reach_bundle(tmp_path / "reach-policy")
+    cases = {  # arguments -> what the error must name
+        (str(bundle), "--task", "reach", "--env-steps", "0"): "env_steps (0)",
+        (str(bundle), "--task", "push"): "not a 'push' one",
+        (str(tmp_path), "--task", "reach"): "manifest.json: unreadable",
+    }
+    for args, want in cases.items():
+        res = CliRunner().invoke(app, ["refine", *args], env=env)
+        assert res.exit_code == 2, res.output
+        assert want in res.output, res.output
+    assert not (tmp_path / "home" / "corpus.zarr").exists()  # nothing was recorded
