@@ -2,7 +2,7 @@
 # The main job on the embedded default: local files under $FLYWHEEL_HOME (default ./.flywheel),
 # Prefect's ephemeral server, MuJoCo sim. Two full flywheel rounds on `lift`:
 #   collect (noisy expert demos, then the deployed policy's rollouts) -> BC (one-step)
-#   -> multi-step offline (gated) -> targeted online PPO -> evaluate on fixed seeds -> deploy.
+#   -> multi-step offline (gated) -> targeted online SAC (RLPD-style) -> evaluate on fixed seeds -> deploy.
 # Ends with a table of success per round and stage; the report is in $FLYWHEEL_HOME/reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."

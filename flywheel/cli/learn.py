@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
         bundle: Annotated[str, typer.Argument(help="Bundle path or name.")],
         task: Annotated[str, typer.Option(help="Task to refine on.")],
         env_steps: Annotated[int, typer.Option(help="Online env-step budget.")] = 20_000,
-        algo: Annotated[str, typer.Option(help="ppo or sac.")] = "ppo",
+        algo: Annotated[str, typer.Option(help="sac (RLPD-style) or ppo.")] = "sac",
         seed: Annotated[int, typer.Option()] = 0,
         eval_episodes: Annotated[int, typer.Option()] = 20,
         record: Annotated[bool, typer.Option(help="Append online episodes to the corpus.")] = True,

@@ -27,8 +27,8 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Online env-step budget per round.")
         ] = 20_000,
         refine_algo: Annotated[
-            str, typer.Option(help="Online refinement: ppo (fast) or sac (sample-efficient).")
-        ] = "ppo",
+            str, typer.Option(help="Online refinement: sac (improves) or ppo (fast, stays close).")
+        ] = "sac",
         eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per policy.")] = 50,
         seed: Annotated[int, typer.Option()] = 0,
         json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,

@@ -13,7 +13,7 @@ import pytest
 sim = pytest.importorskip("sim")
 
 from flywheel.algorithms.multistep import MultiStepConfig  # noqa: E402
-from flywheel.algorithms.ppo import PPOConfig  # noqa: E402
+from flywheel.algorithms.sac import SACConfig  # noqa: E402
 from flywheel.corpus import Corpus, Filter  # noqa: E402
 from flywheel.evaluation import evaluate  # noqa: E402
 from flywheel.online import RefineConfig, refine  # noqa: E402
@@ -47,14 +47,16 @@ def test_tiny_flywheel_on_reach(tmp_path):
     )
     gens = multi["metrics"]["generations"]
     assert len(gens) == 3 and gens[0]["sim_accepted"] is not None
-    cfg = RefineConfig(env_steps=1024, eval_episodes=8, ppo=PPOConfig(num_envs=4, rollout_steps=64, critic_warmup=1))  # fmt: skip
+    cfg = RefineConfig(
+        env_steps=1024, eval_episodes=8, sac=SACConfig(warmup_steps=512, batch_size=64)
+    )  # the default: SAC
     out = refine(load_bundle(multi["bundle"]), _env, cfg, out=tmp_path / "refined", corpus=corpus)
     assert 0.0 <= out["success_before"] <= 1.0 and 0.0 <= out["success_after"] <= 1.0
     online = corpus.entries(Filter(source="online"))
     assert len(online) == out["online_episodes"] > 0
     assert all(e.policy_version == "online:" + Path(multi["bundle"]).name for e in online)
     refined = load_bundle(out["bundle"])
-    assert refined.lineage["parent"] == multi["bundle"] and refined.lineage["algorithm"] == "ppo"
+    assert refined.lineage["parent"] == multi["bundle"] and refined.lineage["algorithm"] == "sac"
     r = evaluate(NumpyPolicy(load_bundle(bc["bundle"]).actor), _env, episodes=8, seed=7)
     assert r.episodes == 8 and r.success_rate > 0.0  # reach is easy: BC succeeds sometimes
     cli = subprocess.run(
