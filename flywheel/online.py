@@ -418,7 +418,7 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     if corpus is not None:
         snap = corpus.snapshot(Filter(task=bundle.schema["task"]))
         if snap.entries:
-            cache = TrainingCache.build(corpus, snap, obs_keys=list(bundle.spec.obs_shapes))
+            cache = TrainingCache.build(corpus, snap, obs_keys=list(bundle.spec.obs_shapes), cameras=list(bundle.spec.cameras))  # fmt: skip
             offline = OfflineSource(cache, seed=config.seed)
             source = MixedSource(offline, replay)
     steps, last, resumed_at = 0, {}, None

@@ -135,3 +135,17 @@ def am_q(
         delta = pred[pick, torch.arange(s.shape[0], device=s.device), :-1]
         s = (s + delta).clamp(-10, 10)
     return float(total / horizon)
+
+
+@torch.no_grad()
+def q_of_policy(
+    policy: Callable[[TorchObs], torch.Tensor],
+    q_fn: Callable[[TorchObs, torch.Tensor], torch.Tensor],
+    states: TorchObs,
+) -> float:
+    """Mean Q(s, pi(s)) over dataset states: AM-Q without model steps.
+
+    What image policies are scored by: the dynamics model predicts low-dim states, not camera
+    frames, so a policy that looks at frames cannot act inside its rollouts.
+    """
+    return float(q_fn(states, policy(states)).mean())

@@ -27,7 +27,7 @@ from flywheel.algorithms.multistep import GateDecision, MultiStepConfig, MultiSt
 from flywheel.checkpoints import load_checkpoint, save_checkpoint
 from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
-from flywheel.ope import DynamicsConfig, DynamicsEnsemble, am_q
+from flywheel.ope import DynamicsConfig, DynamicsEnsemble, am_q, q_of_policy
 from flywheel.policies import GaussianActor, Normalizer, NumpyPolicy, PolicySpec, save_bundle
 from flywheel.runtime import Runtime
 
@@ -199,7 +199,8 @@ class OfflineRun:
         if self.stage == "iql":
             last = self._loop("iql", cfg.iql_steps, lambda: self.iql.update(self.source.sample(bs)))
             self.metrics["iql"] = last
-            self.metrics["dynamics"] = self.dyn.fit(self.cache, seed=cfg.seed)
+            if not self.spec.cameras:  # image policies are scored without the model (`_gate`)
+                self.metrics["dynamics"] = self.dyn.fit(self.cache, seed=cfg.seed)
             self._next_stage("multistep")
         actor = self._bc_actor()
         if self.stage == "multistep":
@@ -248,6 +249,8 @@ class OfflineRun:
 
         def ope(actor: GaussianActor) -> float:
             policy = lambda o: actor.mode(o)  # noqa: E731
+            if self.spec.cameras:  # the model cannot predict frames: score at dataset states
+                return q_of_policy(policy, self.iql.q_value, start)
             return am_q(
                 policy,
                 self.iql.q_value,
@@ -287,12 +290,14 @@ class OfflineRun:
 
     @functools.cached_property
     def _ope_start(self) -> dict[str, torch.Tensor]:
-        """AM-Q's dataset start states: drawn once per run, the same for every generation."""
+        """OPE's dataset start states (camera frames too): drawn once per run, the same for
+        every generation."""
         rng = np.random.default_rng(self.cfg.seed)
         rows = rng.choice(
             len(next(iter(self.cache.obs.values()))), size=self.cfg.multistep.ope_states
         )
-        return {k: torch.as_tensor(v[rows], device=self.device) for k, v in self.cache.obs.items()}
+        views = {**self.cache.obs, **self.cache.images}
+        return {k: torch.as_tensor(v[rows], device=self.device) for k, v in views.items()}
 
     def _finish(self, actor: GaussianActor) -> dict[str, Any]:
         control_hz = float(self.snapshot.entries[0].control_hz)

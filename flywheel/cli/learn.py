@@ -6,9 +6,9 @@ Tasks of the built-in simulator are named (`lift`, ...); any other Gymnasium env
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -31,17 +31,30 @@ CompileOpt = Annotated[
 ThreadsOpt = Annotated[int, typer.Option(help="torch CPU threads.")]
 
 
-def env_factory(task: str, env_id: str | None = None, variation: str = "none") -> Callable:
-    """A zero-argument env constructor for a sim task (or any Gymnasium id)."""
+def env_factory(task: str, env_id: str | None = None, variation: str = "none", cameras: Mapping[str, Sequence[int]] | None = None) -> Callable:  # fmt: skip
+    """A zero-argument env constructor for a sim task (or any Gymnasium id).
+
+    `cameras` ({name: (H, W, C)}, an image policy's `spec.cameras`): the sim renders those
+    cameras at that size, so the policy sees what it was trained on.
+    """
     import gymnasium as gym
 
+    cameras = dict(cameras or {})
     if env_id is not None:
+        if cameras:
+            raise typer.BadParameter(f"the policy sees cameras {sorted(cameras)}: --env {env_id} cannot render them")  # fmt: skip
         return lambda: gym.make(env_id)
     import sim
 
     if task not in sim.GYM_IDS:
         raise typer.BadParameter(f"unknown task {task!r}; sim tasks: {sorted(sim.GYM_IDS)}")
-    return lambda: gym.make(sim.GYM_IDS[task], variation=variation)
+    sizes = {tuple(s[:2]) for s in cameras.values()}
+    if len(sizes) > 1 or any(h != w for h, w in sizes):
+        raise typer.BadParameter(f"the sim renders square images of one size; the policy's cameras are {cameras}")  # fmt: skip
+    kwargs: dict[str, Any] = {"variation": variation}
+    if cameras:
+        kwargs.update(cameras=tuple(cameras), image_size=int(next(iter(sizes))[0]))
+    return lambda: gym.make(sim.GYM_IDS[task], **kwargs)
 
 
 def resolve_bundle(ref: str) -> Path:
@@ -120,9 +133,13 @@ def register(app: typer.Typer) -> None:
         cfg = replace(
             cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps))
         )
-        env_fn = env_factory(task, env) if sim_gate and algo == "multistep" else None
         try:
             data = Corpus(corpus or default_corpus_path())
+            env_fn = None
+            if sim_gate and algo == "multistep":  # the gate's rollouts render what the policy sees
+                feats = {c: data.spec.get(f"images/{c}") for c in cfg.cameras}
+                shapes = {c: f.shape for c, f in feats.items() if f is not None}
+                env_fn = env_factory(task, env, cameras=shapes)
             with stage_bars(enabled=not json) as bars:
                 out = train_offline(data, cfg, home=flywheel_home(), env_fn=env_fn, progress=bars)
         except (CorpusError, ValueError) as e:  # no corpus, no episodes of the task, bad config
@@ -173,7 +190,7 @@ def register(app: typer.Typer) -> None:
         out = flywheel_home() / "bundles" / f"{src.name}-{algo}-s{seed}-{env_steps}"
         c = Corpus.open_or_create(corpus or default_corpus_path()) if record else None
         with stage_bars(enabled=not json) as bars:
-            res = run_refine(b, env_factory(task, env), cfg, out=out, corpus=c, progress=lambda d, t: bars("online", d, t))  # fmt: skip
+            res = run_refine(b, env_factory(task, env, cameras=b.spec.cameras), cfg, out=out, corpus=c, progress=lambda d, t: bars("online", d, t))  # fmt: skip
         if json:
             emit_json(res)
         else:
@@ -197,6 +214,9 @@ def register(app: typer.Typer) -> None:
 
         _, b = open_bundle(bundle, with_value=False)
         r = evaluate(
-            NumpyPolicy(b.actor), env_factory(task, env, variation), episodes=episodes, seed=seed
+            NumpyPolicy(b.actor),
+            env_factory(task, env, variation, b.spec.cameras),
+            episodes=episodes,
+            seed=seed,
         )
         emit_json(r.to_json()) if json else key_values("eval", r.to_json())

@@ -84,3 +84,31 @@ def test_targeted_refinement_works_weakest_first_and_retires_passed_targets(tmp_
     assert out["order"] == ["a", "b", "a"]  # weakest first; c never (already passing)
     assert out["env_steps"] == 30_000 and all(v["passed"] for v in out["targets"].values())
     assert out["targets"]["c"]["env_steps"] == 0
+
+
+def test_an_image_policy_goes_round_the_loop_in_the_sim(tmp_path):
+    """Train multi-step with a camera (gate rollouts render it; OPE scores at dataset frames, as
+    the dynamics model predicts no frames), refine online, evaluate: each env renders what the
+    policy was trained on."""
+    from flywheel.cli.learn import env_factory
+    from sim.collect import collect
+
+    path = tmp_path / "corpus.zarr"
+    collect("reach", 6, noise=0.5, seed=0, cameras=("front",), image_size=32, corpus_path=path)
+    corpus = Corpus(path)
+    ms = MultiStepConfig(steps=40, gate_every=20, sim_episodes=2, ope_states=16)
+    cfg = OfflineConfig(task="reach", bc_steps=40, iql_steps=40, hidden=(32, 32), cameras=("front",), multistep=ms)  # fmt: skip
+    env_fn = env_factory("reach", cameras={"front": (32, 32, 3)})
+    multi = train_offline(corpus, cfg, home=tmp_path, env_fn=env_fn)
+    gens = multi["metrics"]["generations"]
+    assert len(gens) == 3 and all(g["ope_candidate"] is not None for g in gens[1:])
+    assert gens[0]["sim_accepted"] is not None
+    bundle = load_bundle(multi["bundle"])
+    assert bundle.spec.cameras == {"front": (32, 32, 3)}
+    env_fn = env_factory("reach", cameras=bundle.spec.cameras)
+    rcfg = RefineConfig(env_steps=256, eval_episodes=2, check_episodes=2, confirm_episodes=2, sac=SACConfig(warmup_steps=128, batch_size=16))  # fmt: skip
+    out = refine(bundle, env_fn, rcfg, out=tmp_path / "refined", corpus=corpus)
+    assert out["online_episodes"] > 0
+    online = corpus.entries(Filter(source="online"))
+    assert online and all("images/front" in e.meta["features"] for e in online)
+    assert evaluate(NumpyPolicy(load_bundle(out["bundle"]).actor), env_fn, episodes=2, seed=0).episodes == 2  # fmt: skip
