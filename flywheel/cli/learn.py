@@ -79,6 +79,13 @@ def open_bundle(ref: str, *, with_value: bool = True) -> tuple[Path, Bundle]:
         raise typer.BadParameter(str(e)) from None
 
 
+def success_terminates(env_id: str | None) -> bool:
+    """Whether an episode's termination means success: in our sim tasks it does (they end on
+    success, `algorithms.base.absorbing_reward`); a Gymnasium env such as Hopper-v5 terminates on
+    failure (a fall), where treating the end as absorbing success would reward falling."""
+    return env_id is None
+
+
 def _runtime(device: str, threads: int, compile: bool) -> Runtime:
     from flywheel.runtime import Runtime
 
@@ -131,7 +138,9 @@ def register(app: typer.Typer) -> None:
             cameras=tuple(c for c in cameras.split(",") if c),
         )
         cfg = replace(
-            cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps))
+            cfg,
+            multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps)),
+            iql=replace(cfg.iql, absorbing_terminal=success_terminates(env)),
         )
         try:
             data = Corpus(corpus or default_corpus_path())
@@ -176,12 +185,16 @@ def register(app: typer.Typer) -> None:
         json: JsonOpt = False,
     ) -> None:
         """Refine a bundle with online RL; online episodes go to the corpus as `online`."""
+        from flywheel.algorithms.ppo import PPOConfig
+        from flywheel.algorithms.sac import SACConfig
         from flywheel.corpus import Corpus
         from flywheel.online import RefineConfig
         from flywheel.online import refine as run_refine
 
         try:  # before the bundle is loaded: a typo should fail at once
-            cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes, env_workers=env_workers, runtime=_runtime("cpu", threads, compile))  # type: ignore[arg-type]  # fmt: skip
+            absorbing = success_terminates(env)
+            cfg = RefineConfig(algo=algo, env_steps=env_steps, seed=seed, eval_episodes=eval_episodes, env_workers=env_workers, runtime=_runtime("cpu", threads, compile),  # type: ignore[arg-type]
+                               ppo=PPOConfig(absorbing_terminal=absorbing), sac=SACConfig(absorbing_terminal=absorbing))  # fmt: skip
         except ValueError as e:
             raise typer.BadParameter(str(e)) from None
         src, b = open_bundle(bundle)

@@ -35,3 +35,18 @@ def test_refine_refuses_a_zero_budget_another_tasks_policy_and_a_folder_that_is_
         assert res.exit_code == 2, res.output
         assert want in res.output, res.output
     assert not (tmp_path / "home" / "corpus.zarr").exists()  # nothing was recorded
+
+
+def test_on_a_gymnasium_env_terminations_are_not_taken_for_success(tmp_path):
+    """Our sim tasks end on success (absorbing); Hopper ends on a fall, which must not pay."""
+    import json
+
+    spec = PolicySpec(obs_shapes={"state": (11,)}, action_dim=3, hidden=(8,))
+    bundle = save_bundle(tmp_path / "hopper-policy", GaussianActor(spec, Normalizer(spec.obs_shapes)), task="hopper", control_hz=125.0, lineage={})  # fmt: skip
+    env = {"FLYWHEEL_HOME": str(tmp_path / "home")}
+    args = ["refine", str(bundle), "--task", "hopper", "--env", "Hopper-v5", "--env-steps", "64", "--eval-episodes", "1", "--no-record", "--json"]  # fmt: skip
+    res = CliRunner().invoke(app, args, env=env)
+    assert res.exit_code == 0, res.output
+    lineage = json.loads((tmp_path / "home" / "bundles" / "hopper-policy-sac-s0-64" / "lineage.json").read_text())  # fmt: skip
+    assert lineage["config"]["sac"]["absorbing_terminal"] is False
+    assert lineage["config"]["ppo"]["absorbing_terminal"] is False
