@@ -170,7 +170,7 @@ def online_speed(quick: bool, tmp: Path) -> None:
         b = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
         ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
         for compile in (False, True):
-            cfg = RefineConfig(env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
+            cfg = RefineConfig(algo="ppo", env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
                                env_workers=workers, ppo=ppo, runtime=Runtime(compile=compile))  # fmt: skip
             marks: list[tuple[float, int]] = []
             out = refine(b, fn, cfg, out=tmp / f"ppo-{name}-{compile}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
@@ -221,9 +221,9 @@ def quality(quick: bool, tmp: Path) -> None:
     from benchmarks import learning_quality as q
 
     if quick:
-        q.run(["lift"], 1000, 20_000, 5_000, Path("bench-out/learning"), tmp)
+        q.run(["lift"], 1000, 20_000, 5_000, Path("bench-out/learning"), tmp, ["sac", "ppo"], sb3=True)  # fmt: skip
     else:
-        q.run(["push", "lift", "pick_place", "drawer"], 5000, 300_000, 30_000, Path("bench-out/learning"), tmp)  # fmt: skip
+        q.run(["push", "lift", "pick_place", "drawer"], 5000, 300_000, 30_000, Path("bench-out/learning"), tmp, ["sac", "ppo"], sb3=True)  # fmt: skip
 
 
 def main() -> None:
