@@ -43,6 +43,13 @@ Progress = Callable[[int, int], None]
 REFINE_ALGOS = ("ppo", "sac")
 """The online learners `RefineConfig.algo` names."""
 
+
+def check_refine_algo(algo: str) -> None:
+    """ValueError unless `algo` names an online learner (also used before Prefect starts)."""
+    if algo not in REFINE_ALGOS:
+        raise ValueError(f"refinement algo must be one of {', '.join(REFINE_ALGOS)}, not {algo!r}")  # fmt: skip
+
+
 WORKERS_FROM = 20_000
 """Env-step budget from which `env_workers=None` steps envs in worker processes."""
 
@@ -85,8 +92,7 @@ class RefineConfig:
     GPU would add a transfer to every env step. `threads` and `compile` apply."""
 
     def __post_init__(self) -> None:
-        if self.algo not in REFINE_ALGOS:
-            raise ValueError(f"refinement algo must be one of {', '.join(REFINE_ALGOS)}, not {self.algo!r}")  # fmt: skip
+        check_refine_algo(self.algo)
         if self.env_steps < 1 or self.eval_episodes < 1:
             raise ValueError(f"env_steps ({self.env_steps}) and eval_episodes ({self.eval_episodes}) must be at least 1")  # fmt: skip
 

@@ -40,10 +40,12 @@ def register(app: typer.Typer) -> None:
         unknown = sorted(set(tasks.split(",")) - set(sim.GYM_IDS) - {""})
         if unknown:  # before Prefect starts: a typo should not cost a server start-up
             raise typer.BadParameter(f"unknown task(s) {unknown}; sim tasks: {sorted(sim.GYM_IDS)}")
-        from flywheel.online import REFINE_ALGOS
+        from flywheel.online import check_refine_algo
 
-        if refine_algo not in REFINE_ALGOS:  # before Prefect starts, like the tasks
-            raise typer.BadParameter(f"--refine-algo must be one of {', '.join(REFINE_ALGOS)}, not {refine_algo!r}")  # fmt: skip
+        try:  # before Prefect starts, like the tasks
+            check_refine_algo(refine_algo)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--refine-algo") from None
         home = flywheel_home().resolve()
         configure(home)
         from pipelines.flows import RoundConfig, flywheel_rounds
