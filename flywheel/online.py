@@ -34,6 +34,7 @@ from flywheel.checkpoints import load_checkpoint, save_checkpoint
 from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
 from flywheel.policies import Bundle, NumpyPolicy, ValueNet, save_bundle
+from flywheel.policies.numpy_forward import NumpyActor, NumpyValue, log_prob
 from flywheel.rollout import EnvPool, EpisodeRecord
 from flywheel.runtime import Runtime
 from flywheel.workers import ProcessEnvPool, make_pool
@@ -373,41 +374,45 @@ class _BestKeeper:
         return actor, value
 
 
-@torch.no_grad()
 def _collect(pool: EnvPool | ProcessEnvPool, actor: Any, value: ValueNet, T: int, g: torch.Generator, sink: EpisodeSink) -> dict[str, Any]:  # fmt: skip
-    """A (T, N) on-policy rollout with values for GAE (truncations bootstrap from V(final))."""
+    """A (T, N) on-policy rollout with values for GAE (truncations bootstrap from V(final)).
+
+    Acting runs in NumPy (`NumpyActor`: a copy of the weights, built once per rollout, several
+    times less overhead per step than torch at this batch size); the rollout becomes tensors
+    once, at the end.
+    """
+    pi, v_of = NumpyActor(actor), NumpyValue(value)
     obs_l, act_l, logp_l, val_l, rew_l, done_l, nv_l = [], [], [], [], [], [], []
-    obs = to_torch(pool.batch())
-    v = value(obs)
+    obs = pool.batch()
+    v = v_of(obs)
     for _ in range(T):
-        d = actor.dist(obs)
-        a = d.sample(g)
-        next_obs, r, term, _trunc, final, finished = pool.step(a.clamp(-1, 1).numpy())
+        a, mu, log_std = pi.sample(obs, g)
+        next_obs, r, term, _trunc, final, finished = pool.step(np.clip(a, -1, 1))
         sink(finished)
-        nxt = to_torch(next_obs)
-        v_next = value(nxt)  # V of the next step's observation: reused as that step's V
-        nv = v_next.clone()
+        v_next = v_of(next_obs)  # V of the next step's observation: reused as that step's V
+        nv = v_next.copy()
         if final:  # finished envs: bootstrap from the true last state, not the reset one
             idx = sorted(final)
-            fo = to_torch({k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]})
-            nv[idx] = value(fo)
+            nv[idx] = v_of({k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]})
         obs_l.append(obs)
         act_l.append(a)
-        logp_l.append(d.log_prob(a))
+        logp_l.append(log_prob(a, mu, log_std))
         val_l.append(v)
-        rew_l.append(torch.as_tensor(r))
-        done_l.append(torch.as_tensor(term, dtype=torch.float32))
+        rew_l.append(r)
+        done_l.append(term)
         nv_l.append(nv)
-        obs, v = nxt, v_next
-    return {
-        "obs": {k: torch.stack([o[k] for o in obs_l]) for k in obs_l[0]},
-        "action": torch.stack(act_l),
-        "logp": torch.stack(logp_l),
-        "value": torch.stack(val_l),
-        "reward": torch.stack(rew_l),
-        "done": torch.stack(done_l),
-        "next_value": torch.stack(nv_l),
-    }
+        obs, v = next_obs, v_next
+    return to_torch(
+        {
+            "obs": {k: np.stack([o[k] for o in obs_l]) for k in obs_l[0]},
+            "action": np.stack(act_l),
+            "logp": np.stack(logp_l),
+            "value": np.stack(val_l),
+            "reward": np.stack(rew_l),
+            "done": np.stack(done_l).astype(np.float32),
+            "next_value": np.stack(nv_l),
+        }
+    )
 
 
 SAC_BLOCK = 5_000
@@ -447,9 +452,8 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     try:
         obs = pool.batch()
         while steps < config.env_steps:
-            with torch.no_grad():
-                a, _ = algo.actor.sample(to_torch(obs))
-            act = a.numpy()
+            pi = NumpyActor(algo.actor)  # a snapshot of the weights after the last update
+            act = pi.act(pi.sample(obs)[0]).astype(np.float32)
             next_obs, r, term, _trunc, final, finished = pool.step(act)
             sink(finished)
             true_next = {k: v.copy() for k, v in next_obs.items()}
