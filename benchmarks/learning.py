@@ -48,7 +48,6 @@ from flywheel.policies import (
     load_bundle,
     save_bundle,
 )
-from flywheel.runtime import Runtime
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
@@ -150,7 +149,13 @@ def _fresh_bundle(env: gym.Env, path: Path) -> Path:
 
 def online_speed(quick: bool, tmp: Path) -> None:
     """Our PPO (envs in one worker process per core, as `refine` runs long budgets) vs SB3 PPO
-    with its default in-process DummyVecEnv and with SubprocVecEnv (its multi-process option)."""
+    with its default in-process DummyVecEnv and with SubprocVecEnv (its multi-process option).
+
+    The three runs alternate, `reps` times per env, and the figures are medians: this machine's
+    speed drifts by tens of percent from minute to minute, so back-to-back blocks of one
+    learner and then the other would measure the drift. `ratio_median` is the median of the
+    per-repeat ratios (each pair ran a minute apart at most).
+    """
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
@@ -158,39 +163,44 @@ def online_speed(quick: bool, tmp: Path) -> None:
     import sim
 
     torch.set_num_threads(1)
-    steps = 8192 if quick else 40_960
+    steps, reps = (8192, 3) if quick else (40_960, 3)
     n_envs, rollout, epochs, mb = 8, 256, 5, 256
     workers = len(os.sched_getaffinity(0)) - 1  # beside the learner, which steps a share too
-    ours: dict[tuple[str, bool], tuple[float, float]] = {}
     envs = {
         "Hopper-v5": lambda: gym.make("Hopper-v5"),
         "lift": lambda: gym.make(sim.GYM_IDS["lift"]),
     }
+    ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
+    cfg = RefineConfig(algo="ppo", env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
+                       env_workers=workers, ppo=ppo)  # fmt: skip
     for name, fn in envs.items():
-        b = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
-        ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
-        for compile in (False, True):
-            cfg = RefineConfig(algo="ppo", env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
-                               env_workers=workers, ppo=ppo, runtime=Runtime(compile=compile))  # fmt: skip
-            marks: list[tuple[float, int]] = []
-            out = refine(b, fn, cfg, out=tmp / f"ppo-{name}-{compile}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
-            ours[(name, compile)] = (out["env_steps_per_s"], _steady(marks))
+        bundle = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
         policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
-        for kind, vec_cls in (("dummy", None), ("subproc", SubprocVecEnv)):
-            vec = make_vec_env(fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
-            model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
-                           policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
-            marks = []
-            t = time.perf_counter()
-            model.learn(total_timesteps=steps, callback=_Marks(marks))
-            sb3 = (steps / (time.perf_counter() - t), _steady(marks))
-            vec.close()
-            for compile in (False, True):
-                total, steady = ours[(name, compile)]
-                extra = {"env": name, "env_steps": steps, "num_envs": n_envs, "env_workers": workers,
-                         "updates": "compiled" if compile else "eager"}  # fmt: skip
-                emit("ppo_env_steps_per_s_steady", steady, f"sb3-2.9.2-ppo-{kind}vecenv", sb3[1], floor_ratio_min=2.0, **extra)  # fmt: skip
-                emit("ppo_env_steps_per_s_incl_startup", total, f"sb3-2.9.2-ppo-{kind}vecenv", sb3[0], **extra)  # fmt: skip
+        runs: dict[str, list[tuple[float, float]]] = {"ours": [], "dummy": [], "subproc": []}
+        for rep in range(reps):
+            marks: list[tuple[float, int]] = []
+            out = refine(bundle, fn, cfg, out=tmp / f"ppo-{name}-{rep}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
+            runs["ours"].append((out["env_steps_per_s"], _steady(marks)))
+            for kind, vec_cls in (("dummy", None), ("subproc", SubprocVecEnv)):
+                vec = make_vec_env(fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
+                model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
+                               policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
+                marks = []
+                t = time.perf_counter()
+                model.learn(total_timesteps=steps, callback=_Marks(marks))
+                runs[kind].append((steps / (time.perf_counter() - t), _steady(marks)))
+                vec.close()
+        med = statistics.median
+        extra = {"env": name, "env_steps": steps, "num_envs": n_envs, "env_workers": workers, "repeats": reps}  # fmt: skip
+        for kind in ("dummy", "subproc"):
+            for col, metric in (
+                (1, "ppo_env_steps_per_s_steady"),
+                (0, "ppo_env_steps_per_s_incl_startup"),
+            ):
+                ratios = [o[col] / a[col] for o, a in zip(runs["ours"], runs[kind], strict=True)]
+                floor = {"floor_ratio_min": 2.0} if col == 1 else {}
+                emit(metric, med(o[col] for o in runs["ours"]), f"sb3-2.9.2-ppo-{kind}vecenv",
+                     med(a[col] for a in runs[kind]), ratio_median=round(med(ratios), 3), **floor, **extra)  # fmt: skip
 
 
 def _steady(marks: list[tuple[float, int]]) -> float:
@@ -249,7 +259,8 @@ def main() -> None:
             if name in only:
                 fn(args.quick, tmp)
     reporting.print_table(
-        "learning", ("metric", "ours", "anchor", "anchor_value", "ratio", "env", "task")
+        "learning",
+        ("metric", "ours", "anchor", "anchor_value", "ratio", "ratio_median", "env", "task"),
     )
 
 
