@@ -199,8 +199,9 @@ def online_speed(quick: bool, tmp: Path) -> None:
             ):
                 ratios = [o[col] / a[col] for o, a in zip(runs["ours"], runs[kind], strict=True)]
                 floor = {"floor_ratio_min": 2.0} if col == 1 else {}
+                each = {"ours_each": [round(o[col]) for o in runs["ours"]], "anchor_each": [round(a[col]) for a in runs[kind]]}  # fmt: skip
                 emit(metric, med(o[col] for o in runs["ours"]), f"sb3-2.9.2-ppo-{kind}vecenv",
-                     med(a[col] for a in runs[kind]), ratio_median=round(med(ratios), 3), **floor, **extra)  # fmt: skip
+                     med(a[col] for a in runs[kind]), ratio_median=round(med(ratios), 3), **floor, **extra, **each)  # fmt: skip
 
 
 def _steady(marks: list[tuple[float, int]]) -> float:
