@@ -1,8 +1,9 @@
 """A training cache: a snapshot's arrays read once, in large reads, and held in RAM as numpy.
 
 Zarr 3 pays about a millisecond per array read, so training never reads from the store per
-sample: it builds this cache (one read per array per episode, in a thread pool) and samples
-from it. Episodes are concatenated; `obs_start`/`act_start` say where each begins.
+sample: it builds this cache (one read per array per episode, all of a chunk of episodes in
+flight at once on Zarr's event loop; camera frames decoded in a thread pool) and samples from
+it. Episodes are concatenated; `obs_start`/`act_start` say where each begins.
 
 Shapes (E episodes, N = sum T_i steps, so sum (T_i + 1) = N + E observations):
     obs[k]      (N + E, *shape_k)
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from flywheel.corpus.store import Corpus
 
 _STEP_KEYS = ("action", "reward", "terminated", "truncated")
+READ_CHUNK = 256
+"""Episodes whose low-dim arrays are read in one gathered batch (bounds open reads and memory)."""
 
 
 @dataclass
@@ -96,16 +99,25 @@ class TrainingCache:
             rows = n_act if key in _STEP_KEYS else n_obs
             out[key] = np.empty((rows, *f.shape), dtype=np.dtype(f.dtype))
 
-        def load(i: int) -> None:
-            arrays = corpus.read_arrays(entries[i].episode_id, keys)
+        def place(i: int, arrays: dict[str, np.ndarray]) -> None:
             for key, a in arrays.items():
                 start = act_start[i] if key in _STEP_KEYS else obs_start[i]
                 out[key][start : start + len(a)] = a
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for _ in pool.map(load, range(len(entries))):
-                if progress is not None:
+        frames = [k for k in keys if k.startswith("images/")]
+        arrays = [k for k in keys if k not in frames]
+        for lo in range(0, len(entries), READ_CHUNK):  # low-dim: gathered reads (read_many)
+            ids = [e.episode_id for e in entries[lo : lo + READ_CHUNK]]
+            for i, got in enumerate(corpus.read_many(ids, arrays), start=lo):
+                place(i, got)
+                if progress is not None and not frames:
                     progress(1)
+        if frames:  # the decode is the cost: a thread pool (the codecs release the GIL)
+            load = lambda i: place(i, corpus.read_arrays(entries[i].episode_id, frames))  # noqa: E731
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                for _ in pool.map(load, range(len(entries))):
+                    if progress is not None:
+                        progress(1)
         stats = snapshot.stats()
         return cls(
             obs={k: out[f"obs/{k}"] for k in obs_keys},

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+import zarr.api.asynchronous as zarr_async
+from zarr.core.sync import sync as zarr_sync
 
 from flywheel.corpus import writer
 from flywheel.corpus.episode import Episode, new_episode_id, validate
@@ -281,6 +285,34 @@ class Corpus:
             else:
                 out[key] = g[key][...]
         return out
+
+    def read_many(self, episode_ids: Sequence[str], keys: Sequence[str]) -> list[dict[str, np.ndarray]]:  # fmt: skip
+        """`read_arrays` of many episodes at once, for array keys (not `images/...`).
+
+        Every group, array-metadata and chunk read is in flight together on Zarr's event loop.
+        Through the sync API Zarr 3 pays about a millisecond per array, mostly waiting on one
+        small file at a time; gathered, a snapshot's low-dim data read 2-3x faster here.
+        """
+        if any(k.startswith("images/") for k in keys):
+            raise ValueError("read_many reads array keys; camera frames go through read_arrays")
+
+        async def one(episode_id: str) -> dict[str, np.ndarray]:
+            path = self.layout.episode(episode_id)
+            if not (path / "zarr.json").exists():
+                raise CorpusError(f"{self.path}: no episode {episode_id!r}")
+            g = await zarr_async.open_group(store=str(path), mode="r")
+            features = g.attrs[EPISODE_ATTR]["features"]
+            for key in keys:
+                if key not in features:
+                    raise CorpusError(f"episode {episode_id} has no key {key!r}")
+            arrays = await asyncio.gather(*(g.getitem(k) for k in keys))
+            values = await asyncio.gather(*(a.getitem(...) for a in arrays))
+            return dict(zip(keys, values, strict=True))
+
+        async def all_of(ids: Sequence[str]) -> list[dict[str, np.ndarray]]:
+            return await asyncio.gather(*(one(i) for i in ids))
+
+        return zarr_sync(all_of(episode_ids))
 
     def _read_images(self, g: zarr.Group, key: str, frames: Any) -> np.ndarray:
         cam = g[key]

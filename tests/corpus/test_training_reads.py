@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flywheel.corpus import Filter, KeyStats, TrainingCache, TransitionSampler, WindowSampler
+from flywheel.corpus import (
+    CorpusError,
+    Filter,
+    KeyStats,
+    TrainingCache,
+    TransitionSampler,
+    WindowSampler,
+)
+from flywheel.corpus import cache as cache_module
 from flywheel.corpus.synthetic import synthetic_episode
 
 
@@ -47,6 +55,26 @@ def test_cache_holds_every_episode_contiguously(filled):
         np.testing.assert_array_equal(cache.action[a : a + T], ep.action)
     assert cache.snapshot["episodes"] == 5 and cache.snapshot["generation"] == 5
     assert set(cache.obs) == {"joint_pos", "ee_pos", "goal"}
+
+
+def test_gathered_reads_equal_one_by_one_reads_and_name_a_missing_key(filled, monkeypatch):
+    corpus, eps = filled
+    ids = [e.episode_id for e in corpus.snapshot().entries]
+    keys = ["obs/joint_pos", "action", "reward", "terminated"]
+    for i, got in zip(ids, corpus.read_many(ids, keys), strict=True):
+        want = corpus.read_arrays(i, keys)
+        assert got.keys() == want.keys()
+        for k in keys:
+            np.testing.assert_array_equal(got[k], want[k])
+    with pytest.raises(CorpusError, match="has no key 'obs/nope'") as err:
+        corpus.read_many(ids, ["action", "obs/nope"])
+    assert any(f"episode {i} " in str(err.value) for i in ids)
+    # a snapshot larger than one gathered chunk is read in several, in order
+    monkeypatch.setattr(cache_module, "READ_CHUNK", 2)
+    cache = TrainingCache.build(corpus, corpus.snapshot())
+    for i, ep in enumerate(eps):
+        a, T = cache.act_start[i], cache.lengths[i]
+        np.testing.assert_array_equal(cache.action[a : a + T], ep.action)
 
 
 def test_transitions_pair_each_step_with_its_own_next_observation(filled):
