@@ -422,7 +422,7 @@ SAC_BLOCK = 5_000
 def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, sink: EpisodeSink, corpus: Corpus | None, progress: Progress | None, ckpt: Resumable) -> tuple[Any, ValueNet | None, dict]:  # fmt: skip
     cfg = config.sac
     norm = bundle.actor.encoder.normalizer
-    algo = SAC(bundle.spec, norm, cfg)
+    algo = SAC(bundle.spec, norm, cfg, prior=bundle.actor)
     replay = ReplaySource(capacity=max(config.env_steps, 1000), seed=config.seed)
     source: Any = replay
     offline: OfflineSource | None = None
@@ -454,6 +454,8 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
         while steps < config.env_steps:
             pi = NumpyActor(algo.actor)  # a snapshot of the weights after the last update
             act = pi.act(pi.sample(obs)[0]).astype(np.float32)
+            if algo.prior is not None:  # IBRL: the prior's action where the critics prefer it
+                act = algo.choose(to_torch(obs), torch.from_numpy(act)).numpy()
             next_obs, r, term, _trunc, final, finished = pool.step(act)
             sink(finished)
             true_next = {k: v.copy() for k, v in next_obs.items()}

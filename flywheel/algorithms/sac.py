@@ -3,6 +3,13 @@
 Half of each batch comes from the corpus, half from this run's replay (symmetric sampling), and
 the critics use LayerNorm; that is what makes off-policy RL sample-efficient on top of
 demonstrations without any offline pre-training.
+
+With a `prior` (the offline policy being refined) and `bootstrap` on, the prior also proposes
+actions, IBRL-style (Hu et al. 2023, "Imitation Bootstrapped Reinforcement Learning"): when
+acting, each state takes whichever of the RL actor's and the prior's action the critics value
+more, and the TD target takes the better of the two at the next state. The fresh RL actor thus
+starts out acting at least as well as the offline policy where the critics can tell, instead of
+rediscovering what the demonstrations already show (grasping, on pick_place).
 """
 
 from __future__ import annotations
@@ -48,6 +55,9 @@ class SACConfig:
     """Parallel envs."""
     absorbing_terminal: bool = True
     """A terminated step is a success that keeps paying (see `absorbing_reward`)."""
+    bootstrap: bool = False
+    """IBRL: the prior (the policy being refined, when given) proposes actions for acting and
+    for the TD target beside the RL actor; see the module docstring."""
 
 
 def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -75,9 +85,19 @@ class SAC:
     data = DataKind.REPLAY
 
     def __init__(
-        self, spec: PolicySpec, normalizer: Normalizer, config: SACConfig | None = None
+        self,
+        spec: PolicySpec,
+        normalizer: Normalizer,
+        config: SACConfig | None = None,
+        *,
+        prior: GaussianActor | None = None,
     ) -> None:
         self.config = cfg = config or SACConfig()
+        self.prior = (
+            copy.deepcopy(prior).eval().requires_grad_(False)
+            if prior is not None and cfg.bootstrap
+            else None
+        )
         squashed = PolicySpec(**{**spec.__dict__, "squash": True})
         self.actor = GaussianActor(squashed, normalizer)
         self.q = DoubleQ(squashed, normalizer, layer_norm=True)
@@ -90,14 +110,9 @@ class SAC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        obs, nxt = batch["obs"], batch["next_obs"]
+        obs = batch["obs"]
         alpha = self.log_alpha.exp()
-        with torch.no_grad():
-            a_next, logp_next = self.actor.sample(nxt)
-            q_next = self.q_target(nxt, a_next).min(0).values - alpha * logp_next
-            reward = absorbing_reward(batch["reward"], batch["done"], cfg.discount, enabled=cfg.absorbing_terminal)  # fmt: skip
-            target = reward + cfg.discount * (1.0 - batch["done"]) * q_next
-        lq = critic_loss(self.q(obs, batch["action"]), target)
+        lq = critic_loss(self.q(obs, batch["action"]), self.td_target(batch, alpha))
         self.q_opt.zero_grad(set_to_none=True)
         lq.backward()
         self.q_opt.step()
@@ -112,6 +127,27 @@ class SAC:
         self.alpha_opt.step()
         soft_update(self.q_target, self.q, cfg.tau)
         return {"q_loss": lq.item(), "actor_loss": la.item(), "alpha": alpha.item()}
+
+    @torch.no_grad()
+    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
+        """(B,) r + gamma (1 - done) V(s'), V(s') = min Q_target(s', a') - alpha log pi(a'|s')
+        at a' ~ pi; with a prior, the larger of that and min Q_target(s', prior(s'))."""
+        cfg, nxt = self.config, batch["next_obs"]
+        a_next, logp_next = self.actor.sample(nxt)
+        q_next = self.q_target(nxt, a_next).min(0).values - alpha * logp_next
+        if self.prior is not None:  # IBRL: the better of the two proposals
+            q_next = torch.max(q_next, self.q_target(nxt, self.prior.mode(nxt)).min(0).values)
+        reward = absorbing_reward(batch["reward"], batch["done"], cfg.discount, enabled=cfg.absorbing_terminal)  # fmt: skip
+        return reward + cfg.discount * (1.0 - batch["done"]) * q_next
+
+    @torch.no_grad()
+    def choose(self, obs: Mapping[str, torch.Tensor], a_rl: torch.Tensor) -> torch.Tensor:
+        """The action to take (B, A): `a_rl`, or the prior's where the critics value it more."""
+        if self.prior is None:
+            return a_rl
+        a_il = self.prior.mode(obs).clamp(-1.0, 1.0)
+        better = self.q(obs, a_il).min(0).values > self.q(obs, a_rl).min(0).values
+        return torch.where(better.unsqueeze(-1), a_il, a_rl)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -65,6 +65,10 @@ def _make(name, cache):
         ), "value_loss"
     if name == "sac":
         return SAC(spec, norm, SACConfig(lr=1e-3)), "q_loss"
+    if name == "sac-ibrl":
+        return SAC(
+            spec, norm, SACConfig(lr=1e-3, bootstrap=True), prior=GaussianActor(spec, norm)
+        ), "q_loss"
     raise AssertionError(name)
 
 
@@ -76,7 +80,7 @@ def _ppo_batch(algo, batch):
                 "ret": batch["reward"] * 10, "v_old": torch.zeros_like(batch["reward"])}  # fmt: skip
 
 
-ALGOS = ["bc", "bc-ensemble", "iql", "multistep", "ppo", "sac"]
+ALGOS = ["bc", "bc-ensemble", "iql", "multistep", "ppo", "sac", "sac-ibrl"]
 
 
 @pytest.mark.parametrize("name", ALGOS)
@@ -94,6 +98,32 @@ def test_every_algorithm_updates_and_fits_a_fixed_batch(tiny_cache, name):
     state = algo.state_dict()
     fresh, _ = _make(name, tiny_cache)
     fresh.load_state_dict(copy.deepcopy(state))  # the checkpoint contract
+
+
+def test_ibrl_takes_whichever_proposal_the_critics_value_more(tiny_cache):
+    spec, batch = _spec(tiny_cache), OfflineSource(tiny_cache, seed=0).sample(64)
+    norm = _norm(tiny_cache, spec)
+    torch.manual_seed(0)
+    prior = GaussianActor(spec, norm)
+    sac = SAC(spec, norm, SACConfig(bootstrap=True), prior=prior)
+    obs, a_rl = batch["obs"], torch.rand(64, spec.action_dim) * 2 - 1
+    with torch.no_grad():
+        a_il = prior.mode(obs)
+        prefer_il = sac.q(obs, a_il).min(0).values > sac.q(obs, a_rl).min(0).values
+    assert prefer_il.any() and (~prefer_il).any()  # random critics: both cases occur
+    chosen = sac.choose(obs, a_rl)
+    assert torch.equal(chosen[prefer_il], a_il[prefer_il])
+    assert torch.equal(chosen[~prefer_il], a_rl[~prefer_il])
+    # the TD target bootstraps from the better proposal: never below the plain SAC target
+    plain = SAC(spec, norm, SACConfig(bootstrap=False), prior=prior)
+    plain.load_state_dict(sac.state_dict())
+    alpha = sac.log_alpha.exp()
+    torch.manual_seed(1)
+    boot = sac.td_target(batch, alpha)
+    torch.manual_seed(1)
+    base = plain.td_target(batch, alpha)
+    assert plain.prior is None and torch.equal(plain.choose(obs, a_rl), a_rl)
+    assert (boot >= base).all() and (boot > base).any()
 
 
 def test_bc_ensemble_diversity_term_pushes_members_apart():
