@@ -126,6 +126,23 @@ def test_ibrl_takes_whichever_proposal_the_critics_value_more(tiny_cache):
     assert (boot >= base).all() and (boot > base).any()
 
 
+def test_ppo_value_and_actor_passes_in_two_threads_equal_one_after_the_other(tiny_cache):
+    nets = {}
+    for parallel in (False, True):
+        algo, _ = _make("ppo", tiny_cache)
+        source = OfflineSource(tiny_cache, seed=0)
+        mbs = [_ppo_batch(algo, source.sample(64)) for _ in range(6)]
+        metrics = algo.fit(mbs, parallel=parallel)
+        assert {"value_loss", "policy_loss"} <= metrics.keys()
+        nets[parallel] = [p.detach().clone() for p in (*algo.actor.parameters(), *algo.value.parameters())]  # fmt: skip
+    assert all(torch.equal(a, b) for a, b in zip(nets[False], nets[True], strict=True))
+    algo, _ = _make("ppo", tiny_cache)
+    moved = [p.detach().clone() for p in algo.actor.parameters()]
+    algo.rollouts, algo.config = 0, PPOConfig(critic_warmup=1)
+    assert "policy_loss" not in algo.fit(mbs, parallel=True)  # warm-up: V only
+    assert all(torch.equal(a, b) for a, b in zip(moved, algo.actor.parameters(), strict=True))
+
+
 def test_bc_ensemble_diversity_term_pushes_members_apart():
     logps = torch.tensor([[-1.0, -2.0], [-1.5, -0.5], [-3.0, -3.0]], requires_grad=True)
     plain, _ = bc_loss(logps, diversity=0.0)
