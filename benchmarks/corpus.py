@@ -1,6 +1,6 @@
 """Corpus benchmark: commit latency, write throughput, sampling speed, and how cost grows.
 
-    python -m benchmarks.corpus [--quick] [--only commit,throughput,sampling,scaling]
+    python -m benchmarks.corpus [--quick] [--only commit,throughput,sampling,cache,scaling]
 
 Every figure is measured beside its anchor in the same run, alternating, median of repeats, and
 printed as one JSON line on stdout (`ours`, `anchor`, `anchor_value`, `ratio` = ours / anchor).
@@ -10,6 +10,8 @@ Human tables go to stderr. Anchors:
   `episode_ends`, as replay buffers in the field do);
 - sampling: plain numpy fancy indexing on pre-aligned arrays, and d3rlpy 2.8.1's replay buffer
   (from ./.venv-peers, see scripts/bench_env.sh; skipped with a note when absent);
+- cache: building a training cache (gathered Zarr reads) vs reading the same arrays one
+  episode at a time through Zarr's sync API;
 - scaling: a scan that opens every episode group, which is what the index avoids.
 """
 
@@ -227,6 +229,38 @@ def bench_sampling(quick: bool, tmp: Path) -> None:
         )
 
 
+def bench_cache_build(quick: bool, tmp: Path) -> None:
+    """ms per episode to build a training cache (gathered reads, `Corpus.read_many`) vs reading
+    the same arrays one episode at a time through Zarr's sync API; alternating, medians."""
+    n_eps, T, reps = (100, 100, 3) if quick else (500, 100, 5)
+    c = Corpus.open_or_create(tmp / "cache.zarr", CorpusConfig(durable=False))
+    for s in range(n_eps):
+        c.append(synthetic_episode(20_000 + s, length=T))
+    snap = c.snapshot()
+    ids = [e.episode_id for e in snap.entries]
+    keys = None
+
+    def ours() -> float:
+        nonlocal keys
+        t = time.perf_counter()
+        cache = TrainingCache.build(c, snap)
+        keys = [f"obs/{k}" for k in cache.obs] + ["action", "reward", "terminated", "truncated"]
+        return (time.perf_counter() - t) / n_eps * 1e3
+
+    def one_by_one() -> float:
+        t = time.perf_counter()
+        for i in ids:
+            c.read_arrays(i, keys)
+        return (time.perf_counter() - t) / n_eps * 1e3
+
+    mine, base = [], []
+    for _ in range(reps):
+        mine.append(ours())
+        base.append(one_by_one())
+    emit("cache_build_ms_per_episode", statistics.median(mine), "zarr-sync-read-one-by-one",
+         statistics.median(base), episodes=n_eps, arrays_per_episode=len(keys or []))  # fmt: skip
+
+
 def group_scan(c: Corpus) -> int:
     """What the index saves us from: open every episode group and read its metadata."""
     n = 0
@@ -279,7 +313,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="about a minute")
-    ap.add_argument("--only", default="commit,sampling,scaling")
+    ap.add_argument("--only", default="commit,sampling,cache,scaling")
     args = ap.parse_args()
     print(json.dumps({
         "bench": "corpus", "metric": "versions", "python": platform.python_version(),
@@ -294,6 +328,8 @@ def main() -> None:
             bench_commit_and_throughput(args.quick, tmp)
         if "sampling" in only:
             bench_sampling(args.quick, tmp)
+        if "cache" in only:
+            bench_cache_build(args.quick, tmp)
         if "scaling" in only:
             bench_scaling(args.quick, tmp)
     reporting.print_table(
