@@ -169,7 +169,7 @@ class PPO:
         running them one after the other or side by side gives the same networks. With
         `parallel` the value's runs in a helper thread: PyTorch releases the GIL inside its
         kernels, so on two cores the update phase (while env workers sit idle) took about
-        0.7x the time.
+        0.65x the time.
         """
         value_pass = lambda: [self.update_value(b) for b in minibatches][-1]  # noqa: E731
         if not self.with_actor:
