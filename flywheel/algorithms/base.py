@@ -212,6 +212,14 @@ def adam(params: Any, lr: float, **kwargs: Any) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
 
 
+def clipped_step(opt: torch.optim.Optimizer, loss: torch.Tensor, params: Any, max_norm: float) -> None:  # fmt: skip
+    """One gradient step on `loss`, with the gradient norm of `params` clipped to `max_norm`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+
+
 def scalars(metrics: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
     """Tensor metrics -> floats, once per step (losses return tensors so they can be compiled)."""
     return {k: float(v.detach() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}

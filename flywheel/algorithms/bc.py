@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, clipped_step, scalars
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec
 from flywheel.runtime import maybe_compile
 
@@ -90,10 +90,7 @@ class BC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._losses(batch)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.actors.parameters(), self.config.grad_clip)
-        self.opt.step()
+        clipped_step(self.opt, loss, self.actors.parameters(), self.config.grad_clip)
         return scalars({"loss": loss, **metrics})
 
     def best_member(self, batch: Batch) -> GaussianActor:

@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, scalars
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, clipped_step, scalars
 from flywheel.algorithms.iql import IQLCritic
 from flywheel.policies import GaussianActor
 from flywheel.runtime import maybe_compile
@@ -148,10 +147,7 @@ class MultiStepImprover:
 
     def update(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._losses(batch["obs"])
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.actor.parameters(), self.config.grad_clip)
-        self.opt.step()
+        clipped_step(self.opt, loss, self.actor.parameters(), self.config.grad_clip)
         self.sched.step()
         return scalars({"loss": loss, **metrics})
 

@@ -14,9 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, scalars
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, clipped_step, scalars
 from flywheel.algorithms.multistep import ppo_clip_loss
 from flywheel.policies import GaussianActor, ValueNet
 from flywheel.runtime import maybe_compile
@@ -138,18 +137,12 @@ class PPO:
 
     def update_value(self, batch: Batch) -> dict[str, float]:
         lv = self._critic_loss(batch)
-        self.value_opt.zero_grad(set_to_none=True)
-        lv.backward()
-        nn.utils.clip_grad_norm_(self.value.parameters(), self.config.grad_clip)
-        self.value_opt.step()
+        clipped_step(self.value_opt, lv, self.value.parameters(), self.config.grad_clip)
         return {"value_loss": lv.item()}
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._actor_losses(batch)
-        self.actor_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.actor.parameters(), self.config.grad_clip)
-        self.actor_opt.step()
+        clipped_step(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
         return scalars(metrics)
 
     @property
