@@ -256,12 +256,16 @@ class Corpus:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def group(self, episode_id: str) -> zarr.Group:
-        """The Zarr group of a committed episode."""
+    def _committed(self, episode_id: str) -> Path:
+        """The folder of a committed episode; CorpusError if there is none."""
         path = self.layout.episode(episode_id)
         if not (path / "zarr.json").exists():
             raise CorpusError(f"{self.path}: no episode {episode_id!r}")
-        return zarr.open_group(path, mode="r")
+        return path
+
+    def group(self, episode_id: str) -> zarr.Group:
+        """The Zarr group of a committed episode."""
+        return zarr.open_group(self._committed(episode_id), mode="r")
 
     def metadata(self, episode_id: str) -> dict[str, Any]:
         """An episode's stored metadata (from its group, not the index)."""
@@ -275,11 +279,11 @@ class Corpus:
         `keys` defaults to every feature the episode has; `frames` picks image frames.
         """
         g = self.group(episode_id)
-        meta = g.attrs[EPISODE_ATTR]
+        features = g.attrs[EPISODE_ATTR]["features"]
+        keys = keys or list(features)
+        _check_keys(episode_id, features, keys)
         out = {}
-        for key in keys or meta["features"]:
-            if key not in meta["features"]:
-                raise CorpusError(f"episode {episode_id} has no key {key!r}")
+        for key in keys:
             if key.startswith("images/"):
                 out[key] = self._read_images(g, key, frames)
             else:
@@ -297,14 +301,8 @@ class Corpus:
             raise ValueError("read_many reads array keys; camera frames go through read_arrays")
 
         async def one(episode_id: str) -> dict[str, np.ndarray]:
-            path = self.layout.episode(episode_id)
-            if not (path / "zarr.json").exists():
-                raise CorpusError(f"{self.path}: no episode {episode_id!r}")
-            g = await zarr_async.open_group(store=str(path), mode="r")
-            features = g.attrs[EPISODE_ATTR]["features"]
-            for key in keys:
-                if key not in features:
-                    raise CorpusError(f"episode {episode_id} has no key {key!r}")
+            g = await zarr_async.open_group(store=str(self._committed(episode_id)), mode="r")
+            _check_keys(episode_id, g.attrs[EPISODE_ATTR]["features"], keys)
             arrays = await asyncio.gather(*(g.getitem(k) for k in keys))
             values = await asyncio.gather(*(a.getitem(...) for a in arrays))
             return dict(zip(keys, values, strict=True))
@@ -376,3 +374,10 @@ def _init_store(layout: Layout, spec: FeatureSpec) -> None:
             "tasks": {},
             "created": time.time(),
         }
+
+
+def _check_keys(episode_id: str, features: Sequence[str], keys: Sequence[str]) -> None:
+    """CorpusError naming the first of `keys` that the episode does not have."""
+    for key in keys:
+        if key not in features:
+            raise CorpusError(f"episode {episode_id} has no key {key!r}")
