@@ -39,7 +39,7 @@ from flywheel.algorithms.iql import IQLConfig, IQLCritic
 from flywheel.algorithms.multistep import MultiStepImprover
 from flywheel.algorithms.ppo import PPOConfig
 from flywheel.corpus import Corpus, CorpusConfig, Filter, TrainingCache
-from flywheel.online import RefineConfig, refine
+from flywheel.online import RefineConfig, cores, refine
 from flywheel.policies import (
     GaussianActor,
     Normalizer,
@@ -165,7 +165,7 @@ def online_speed(quick: bool, tmp: Path) -> None:
     torch.set_num_threads(1)
     steps, reps = (8192, 3) if quick else (40_960, 3)
     n_envs, rollout, epochs, mb = 8, 256, 5, 256
-    workers = len(os.sched_getaffinity(0)) - 1  # beside the learner, which steps a share too
+    workers = cores() - 1  # beside the learner, which steps a share too
     envs = {
         "Hopper-v5": lambda: gym.make("Hopper-v5"),
         "lift": lambda: gym.make(sim.GYM_IDS["lift"]),

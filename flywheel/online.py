@@ -98,7 +98,7 @@ class RefineConfig:
             raise ValueError(f"env_steps ({self.env_steps}) and eval_episodes ({self.eval_episodes}) must be at least 1")  # fmt: skip
 
 
-def _cores() -> int:
+def cores() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # fmt: skip
 
@@ -107,7 +107,7 @@ def env_workers(config: RefineConfig, num_envs: int) -> int:
     """Worker processes beside this one that step envs (see `RefineConfig.env_workers`)."""
     if config.env_workers is not None:
         return config.env_workers
-    extra = min(_cores() - 1, num_envs - 1)
+    extra = min(cores() - 1, num_envs - 1)
     return extra if config.env_steps >= WORKERS_FROM and extra > 0 else 0
 
 
@@ -268,7 +268,7 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
         while steps < config.env_steps:
             roll = _collect(pool, actor, value, cfg.rollout_steps, g, sink)
             steps += cfg.rollout_steps * cfg.num_envs
-            last = algo.fit(list(_minibatches(roll, cfg, g)), parallel=cfg.parallel_update and _cores() > 1)  # fmt: skip
+            last = algo.fit(list(_minibatches(roll, cfg, g)), parallel=cfg.parallel_update and cores() > 1)  # fmt: skip
             algo.rollouts += 1
             if algo.rollouts % config.check_every == 0 or steps >= config.env_steps:
                 keeper.check(actor, value, steps)

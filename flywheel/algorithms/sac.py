@@ -145,7 +145,7 @@ class SAC:
         """The action to take (B, A): `a_rl`, or the prior's where the critics value it more."""
         if self.prior is None:
             return a_rl
-        a_il = self.prior.mode(obs).clamp(-1.0, 1.0)
+        a_il = self.prior.mode(obs)  # tanh: within the action limits
         better = self.q(obs, a_il).min(0).values > self.q(obs, a_rl).min(0).values
         return torch.where(better.unsqueeze(-1), a_il, a_rl)
 

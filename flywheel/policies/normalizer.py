@@ -62,10 +62,10 @@ class Normalizer(nn.Module):
         """(B, sum D_k): the keys flattened and concatenated in order, then normalised; equal to
         concatenating `forward`'s outputs."""
         x = torch.cat([obs[k].flatten(1) for k in self.keys], dim=-1)
-        mean, std = self._flat_stats()
+        mean, std = self.flat_stats()
         return ((x - mean) / std).clamp(-CLIP, CLIP)
 
-    def _flat_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def flat_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The buffers concatenated in key order, cached until one of them changes (in-place
         edits bump a tensor's version; `.to()` and loading give new tensors)."""
         bufs = [getattr(self, f"{s}_{k}") for s in ("mean", "std") for k in self.keys]

@@ -57,7 +57,7 @@ class _Inputs:
 
     def __init__(self, normalizer: Normalizer) -> None:
         self.keys = normalizer.keys
-        mean, std = normalizer._flat_stats()
+        mean, std = normalizer.flat_stats()
         self.mean, self.std = _copy(mean), _copy(std)
 
     def __call__(self, obs: Obs) -> np.ndarray:
