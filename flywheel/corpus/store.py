@@ -284,10 +284,10 @@ class Corpus:
         _check_keys(episode_id, features, keys)
         out = {}
         for key in keys:
-            if key.startswith("images/"):
-                out[key] = self._read_images(g, key, frames)
-            else:
-                out[key] = g[key][...]
+            try:
+                out[key] = self._read_images(g, key, frames) if key.startswith("images/") else g[key][...]  # fmt: skip
+            except Exception as e:  # a corrupt chunk surfaces as a bare codec error
+                raise _unreadable(self.layout.episode(episode_id), key, e) from e
         return out
 
     def read_many(self, episode_ids: Sequence[str], keys: Sequence[str]) -> list[dict[str, np.ndarray]]:  # fmt: skip
@@ -301,10 +301,17 @@ class Corpus:
             raise ValueError("read_many reads array keys; camera frames go through read_arrays")
 
         async def one(episode_id: str) -> dict[str, np.ndarray]:
-            g = await zarr_async.open_group(store=str(self._committed(episode_id)), mode="r")
+            path = self._committed(episode_id)
+            g = await zarr_async.open_group(store=str(path), mode="r")
             _check_keys(episode_id, g.attrs[EPISODE_ATTR]["features"], keys)
-            arrays = await asyncio.gather(*(g.getitem(k) for k in keys))
-            values = await asyncio.gather(*(a.getitem(...) for a in arrays))
+
+            async def read(key: str) -> np.ndarray:
+                try:
+                    return await (await g.getitem(key)).getitem(...)
+                except Exception as e:  # as in read_arrays
+                    raise _unreadable(path, key, e) from e
+
+            values = await asyncio.gather(*(read(k) for k in keys))
             return dict(zip(keys, values, strict=True))
 
         async def all_of(ids: Sequence[str]) -> list[dict[str, np.ndarray]]:
@@ -381,3 +388,11 @@ def _check_keys(episode_id: str, features: Sequence[str], keys: Sequence[str]) -
     for key in keys:
         if key not in features:
             raise CorpusError(f"episode {episode_id} has no key {key!r}")
+
+
+def _unreadable(episode: Path, key: str, error: Exception) -> CorpusError:
+    """A committed array that cannot be decoded, named by file and key, with what to do."""
+    return CorpusError(
+        f"{episode}/{key}: unreadable ({type(error).__name__}: {error}); "
+        "`flywheel corpus verify --deep` finds corrupt episodes"
+    )

@@ -57,7 +57,9 @@ def test_cache_holds_every_episode_contiguously(filled):
     assert set(cache.obs) == {"joint_pos", "ee_pos", "goal"}
 
 
-def test_gathered_reads_equal_one_by_one_reads_and_name_a_missing_key(filled, monkeypatch):
+def test_gathered_reads_equal_one_by_one_reads_and_name_missing_keys_and_corrupt_chunks(
+    filled, monkeypatch
+):
     corpus, eps = filled
     ids = [e.episode_id for e in corpus.snapshot().entries]
     keys = ["obs/joint_pos", "action", "reward", "terminated"]
@@ -75,6 +77,12 @@ def test_gathered_reads_equal_one_by_one_reads_and_name_a_missing_key(filled, mo
     for i, ep in enumerate(eps):
         a, T = cache.act_start[i], cache.lengths[i]
         np.testing.assert_array_equal(cache.action[a : a + T], ep.action)
+    # a corrupt chunk is named by episode folder and key, not left as a bare codec error
+    chunk = next(p for p in (corpus.layout.episode(ids[2]) / "action").rglob("*") if p.is_file() and p.name != "zarr.json")  # fmt: skip
+    chunk.write_bytes(b"garbage")
+    for read in (lambda: corpus.read_many(ids, ["action"]), lambda: corpus.read_arrays(ids[2], ["action"])):  # fmt: skip
+        with pytest.raises(CorpusError, match=f"{ids[2]}/action: unreadable"):
+            read()
 
 
 def test_transitions_pair_each_step_with_its_own_next_observation(filled):
