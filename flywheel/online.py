@@ -33,8 +33,8 @@ from flywheel.algorithms.sac import SAC, SACConfig
 from flywheel.checkpoints import load_checkpoint, save_checkpoint
 from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
-from flywheel.policies import Bundle, NumpyPolicy, ValueNet, save_bundle
-from flywheel.policies.numpy_forward import NumpyActor, NumpyValue, log_prob
+from flywheel.policies import Bundle, GaussianActor, NumpyPolicy, ValueNet, save_bundle
+from flywheel.policies.numpy_forward import Behaviour, NumpyActor
 from flywheel.rollout import EnvPool, EpisodeRecord
 from flywheel.runtime import Runtime
 from flywheel.workers import ProcessEnvPool, make_pool
@@ -377,45 +377,18 @@ class _BestKeeper:
         return actor, value
 
 
-def _collect(pool: EnvPool | ProcessEnvPool, actor: Any, value: ValueNet, T: int, g: torch.Generator, sink: EpisodeSink) -> dict[str, Any]:  # fmt: skip
-    """A (T, N) on-policy rollout with values for GAE (truncations bootstrap from V(final)).
+def _collect(pool: EnvPool | ProcessEnvPool, actor: GaussianActor, value: ValueNet, T: int, g: torch.Generator, sink: EpisodeSink) -> dict[str, Any]:  # fmt: skip
+    """A (T, N) on-policy rollout of the current weights, as tensors, with values for GAE.
 
-    Acting runs in NumPy (`NumpyActor`: a copy of the weights, built once per rollout, several
-    times less overhead per step than torch at this batch size); the rollout becomes tensors
-    once, at the end.
+    The weights act as a snapshot (`Behaviour`, NumPy copies for low-dim policies) wherever
+    the envs live, each env worker acting for its own share (`EnvPool.segment`); the
+    exploration noise is drawn here from `g`, so a seeded run is reproducible for a given
+    worker count. Episodes that finished during the rollout go to the corpus at its end.
     """
-    pi, v_of = NumpyActor(actor), NumpyValue(value)
-    obs_l, act_l, logp_l, val_l, rew_l, done_l, nv_l = [], [], [], [], [], [], []
-    obs = pool.batch()
-    v = v_of(obs)
-    for _ in range(T):
-        a, mu, log_std = pi.sample(obs, g)
-        next_obs, r, term, _trunc, final, finished = pool.step(np.clip(a, -1, 1))
-        sink(finished)
-        v_next = v_of(next_obs)  # V of the next step's observation: reused as that step's V
-        nv = v_next.copy()
-        if final:  # finished envs: bootstrap from the true last state, not the reset one
-            idx = sorted(final)
-            nv[idx] = v_of({k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]})
-        obs_l.append(obs)
-        act_l.append(a)
-        logp_l.append(log_prob(a, mu, log_std))
-        val_l.append(v)
-        rew_l.append(r)
-        done_l.append(term)
-        nv_l.append(nv)
-        obs, v = next_obs, v_next
-    return to_torch(
-        {
-            "obs": {k: np.stack([o[k] for o in obs_l]) for k in obs_l[0]},
-            "action": np.stack(act_l),
-            "logp": np.stack(logp_l),
-            "value": np.stack(val_l),
-            "reward": np.stack(rew_l),
-            "done": np.stack(done_l).astype(np.float32),
-            "next_value": np.stack(nv_l),
-        }
-    )
+    noise = torch.randn((T, pool.n, actor.spec.action_dim), generator=g).numpy()
+    seg = pool.segment(Behaviour.of(actor, value), noise)
+    sink(seg.finished)
+    return to_torch(seg.arrays)
 
 
 SAC_BLOCK = 5_000

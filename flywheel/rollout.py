@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from flywheel.corpus import Episode, EpisodeMeta
+from flywheel.policies.numpy_forward import Behaviour, log_prob
 
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 """A batched policy: obs {key: (N, ...)} -> actions (N, A)."""
@@ -160,6 +161,52 @@ class EnvPool:
                 self.obs[i] = obs
         return self.batch(), rewards, term, trunc, final_obs, finished
 
+    def segment(self, behaviour: Behaviour, noise: np.ndarray) -> Segment:
+        """An on-policy rollout of these envs: `len(noise)` steps of the snapshot `behaviour`,
+        its exploration drawn in advance as `noise` (T, n, A) standard normals.
+
+        Next-step values are computed here too (finished envs bootstrap from V of their true
+        last observation, not the reset one), so the caller gets everything GAE needs.
+        """
+        pi, v_of = behaviour.actor, behaviour.value
+        cols: dict[str, list] = {k: [] for k in ("obs", "action", "logp", "value", "reward", "done", "next_value")}  # fmt: skip
+        finished: list[EpisodeRecord] = []
+        obs = self.batch()
+        v = v_of(obs)
+        for eps in noise:
+            a, mu, log_std = pi.sample(obs, noise=eps)
+            next_obs, r, term, _trunc, final, done = self.step(np.clip(a, -1, 1))
+            finished += done
+            v_next = v_of(next_obs)  # V of the next step's observation: reused as that step's V
+            nv = v_next.copy()
+            if final:
+                idx = sorted(final)
+                nv[idx] = v_of({k: np.stack([final[i][k] for i in idx]) for k in final[idx[0]]})
+            for k, x in (("obs", obs), ("action", a), ("logp", log_prob(a, mu, log_std)), ("value", v),
+                         ("reward", r), ("done", term.astype(np.float32)), ("next_value", nv)):  # fmt: skip
+                cols[k].append(x)
+            obs, v = next_obs, v_next
+        obs_l = cols.pop("obs")
+        arrays = {k: np.stack(x) for k, x in cols.items()}
+        return Segment({**arrays, "obs": {k: np.stack([o[k] for o in obs_l]) for k in obs_l[0]}}, finished)  # fmt: skip
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
+
+
+@dataclass
+class Segment:
+    """A (T, N) on-policy rollout: arrays obs {key: (T, N, ...)}, action, logp, value, reward,
+    done, next_value, and the episodes that finished during it."""
+
+    arrays: dict[str, Any]
+    finished: list[EpisodeRecord]
+
+    @staticmethod
+    def concat(parts: list[Segment]) -> Segment:
+        """Side by side along the env axis, in the order given."""
+        first = parts[0].arrays
+        arrays = {k: np.concatenate([p.arrays[k] for p in parts], axis=1) for k in first if k != "obs"}  # fmt: skip
+        arrays["obs"] = {k: np.concatenate([p.arrays["obs"][k] for p in parts], axis=1) for k in first["obs"]}  # fmt: skip
+        return Segment(arrays, [e for p in parts for e in p.finished])

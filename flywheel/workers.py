@@ -2,9 +2,12 @@
 
 Online RL on a small machine is bound by env stepping (a MuJoCo arm task is ~0.5 ms a step),
 and Python steps one env at a time. `ProcessEnvPool` splits the envs over W processes, each
-running a plain in-process `EnvPool` on its share; one `step` sends each worker its actions and
-gathers the results, so the W shares step at the same time while the learner waits. The policy
-stays exactly on-policy (every action comes from the current weights); only wall time changes.
+running a plain in-process `EnvPool` on its share. One `step` sends each worker its actions and
+gathers the results (SAC and evaluation act between every two steps); one `segment` sends each
+worker a snapshot of the policy and gets back its share's whole PPO rollout, so acting is split
+over the cores too and a rollout costs two messages per worker instead of two per step. The
+policy stays exactly on-policy (every action comes from the current weights); only wall time
+changes.
 
 Env factories travel to the workers with cloudpickle (lambdas and closures work). A worker is a
 fresh interpreter (`python -m flywheel.workers FD`, talking over a socket pair): nothing is
@@ -29,7 +32,8 @@ import cloudpickle
 import gymnasium as gym
 import numpy as np
 
-from flywheel.rollout import EnvPool, EpisodeRecord, StepResult
+from flywheel.policies.numpy_forward import Behaviour
+from flywheel.rollout import EnvPool, EpisodeRecord, Segment, StepResult
 
 SEED_STRIDE = 1_000_000
 """Reset seeds of worker w start at seed + w * SEED_STRIDE."""
@@ -45,6 +49,8 @@ def _serve(conn: Connection) -> None:
             cmd, arg = conn.recv()
             if cmd == "step":
                 conn.send(("ok", pool.step(arg)))
+            elif cmd == "segment":
+                conn.send(("ok", (pool.segment(*arg), pool.batch())))
             else:
                 pool.close()
                 return
@@ -131,6 +137,19 @@ class ProcessEnvPool:
             final,
             finished,
         )
+
+    def segment(self, behaviour: Behaviour, noise: np.ndarray) -> Segment:
+        """`EnvPool.segment` over every share at once: each worker acts with its own copy of
+        `behaviour` for the whole rollout, so a rollout costs one message each way per worker
+        instead of one per step, and acting is split over the cores with the physics."""
+        remote = self._slices[1:] if self._local else self._slices
+        for conn, idx in zip(self._conns, remote, strict=True):
+            conn.send(("segment", (behaviour, noise[:, idx])))
+        parts = [self._local.segment(behaviour, noise[:, self._slices[0]])] if self._local else []
+        local_obs = [self._local.batch()] if self._local else []
+        replies = [self._recv(c) for c in self._conns]
+        self._obs = local_obs + [obs for _, obs in replies]
+        return Segment.concat(parts + [seg for seg, _ in replies])
 
     def close(self) -> None:
         for conn in self._conns:

@@ -17,7 +17,9 @@ which run in NumPy), so callers have one path.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -125,11 +127,12 @@ class NumpyActor:
         mu, _ = self.dist(obs)
         return np.tanh(mu) if self.spec.squash else mu
 
-    def sample(self, obs: Obs, generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    def sample(self, obs: Obs, generator: torch.Generator | None = None, *, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """(u, mean, log_std): u ~ N(mean, std) before squashing, drawn from torch's generator
-        exactly as `DiagGaussian.sample` draws it, so seeded runs keep their random streams."""
+        exactly as `DiagGaussian.sample` draws it, so seeded runs keep their random streams;
+        or u = mean + std * `noise` for standard normal draws made in advance."""
         mu, log_std = self.dist(obs)
-        eps = torch.randn(mu.shape, generator=generator).numpy()
+        eps = torch.randn(mu.shape, generator=generator).numpy() if noise is None else noise
         return mu + np.exp(log_std) * eps, mu, log_std
 
     def act(self, u: np.ndarray) -> np.ndarray:
@@ -159,3 +162,22 @@ class NumpyValue:
             with torch.no_grad():
                 return self.torch(as_tensors({k: obs[k] for k in self.keys}, device)).cpu().numpy()  # fmt: skip
         return self.net(self.inputs(obs))[:, 0]
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """The actor and value that act for one on-policy rollout, frozen as snapshots.
+
+    Picklable, so an env worker process can act with its own copy (`EnvPool.segment`). Camera
+    modules act through torch, so they are deep-copied first: updates made after the snapshot
+    was taken cannot reach it either way.
+    """
+
+    actor: NumpyActor
+    value: NumpyValue
+
+    @classmethod
+    def of(cls, actor: GaussianActor, value: ValueNet) -> Behaviour:
+        if not (supports(actor) and supports(value)):
+            actor, value = copy.deepcopy(actor), copy.deepcopy(value)
+        return cls(NumpyActor(actor), NumpyValue(value))

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flywheel.policies import GaussianActor, Normalizer, NumpyPolicy, PolicySpec, ValueNet
-from flywheel.policies.numpy_forward import NumpyActor, NumpyValue, log_prob, supports
+from flywheel.policies.numpy_forward import Behaviour, NumpyActor, NumpyValue, log_prob, supports
 
 
 def _normalizer(spec: PolicySpec) -> Normalizer:
@@ -62,6 +62,22 @@ def test_a_numpy_actor_is_a_snapshot_of_the_weights() -> None:
     with torch.no_grad():
         actor.net[0].weight.add_(1.0)
     np.testing.assert_array_equal(before.mode(obs), m0)  # built before the update: unchanged
+    assert not np.allclose(NumpyActor(actor).mode(obs), m0)
+
+
+def test_a_behaviour_snapshot_of_camera_modules_is_a_copy() -> None:
+    """Camera modules act through torch, so the snapshot must copy them: an update made while
+    a rollout acts (or after the snapshot was sent to a worker) cannot change its actions."""
+    spec = PolicySpec(obs_shapes={"a": (3,)}, cameras={"front": (24, 24, 3)}, action_dim=2, hidden=(16,))  # fmt: skip
+    actor, value = GaussianActor(spec, _normalizer(spec)), ValueNet(spec, _normalizer(spec))
+    obs = _obs(spec, batch=3)
+    snap = Behaviour.of(actor, value)
+    m0, v0 = snap.actor.mode(obs), snap.value(obs)
+    with torch.no_grad():
+        actor.net[0].weight.add_(1.0)
+        next(value.parameters()).add_(1.0)
+    np.testing.assert_array_equal(snap.actor.mode(obs), m0)
+    np.testing.assert_array_equal(snap.value(obs), v0)
     assert not np.allclose(NumpyActor(actor).mode(obs), m0)
 
 

@@ -24,19 +24,25 @@ from flywheel.policies import (  # noqa: E402  # fmt: skip
     load_bundle,
     save_bundle,
 )
-from flywheel.rollout import EnvPool  # noqa: E402
-from flywheel.workers import ProcessEnvPool  # noqa: E402
+from flywheel.policies.numpy_forward import Behaviour  # noqa: E402
+from flywheel.rollout import EnvPool, Segment  # noqa: E402
+from flywheel.workers import SEED_STRIDE, ProcessEnvPool  # noqa: E402
 
 
 def _env():
     return gym.make(sim.GYM_IDS["reach"])
 
 
-def _bundle(tmp_path):
+def _modules():
     space = _env().observation_space
     spec = PolicySpec(obs_shapes={k: s.shape for k, s in space.spaces.items()}, action_dim=4, hidden=(32, 32))  # fmt: skip
     norm = Normalizer(spec.obs_shapes)
-    path = save_bundle(tmp_path / "start", GaussianActor(spec, norm), task="reach", control_hz=20.0, lineage={}, value=ValueNet(spec, norm))  # fmt: skip
+    return GaussianActor(spec, norm), ValueNet(spec, norm)
+
+
+def _bundle(tmp_path):
+    actor, value = _modules()
+    path = save_bundle(tmp_path / "start", actor, task="reach", control_hz=20.0, lineage={}, value=value)  # fmt: skip
     return load_bundle(path)
 
 
@@ -100,6 +106,31 @@ def test_worker_processes_step_the_same_episodes_as_in_process_envs():
             assert sorted(f1) == sorted(f2) and [e.seed for e in d1] == [e.seed for e in d2]
     finally:
         for p in pools:
+            p.close()
+
+
+def test_a_segment_is_the_same_rollout_wherever_its_envs_step():
+    """Each worker acts for its own share with a copy of the snapshot: the rollout equals the
+    in-process pools' segments of the same shares, side by side."""
+    behaviour = Behaviour.of(*_modules())
+    noise = np.random.default_rng(0).standard_normal((60, 4, 4)).astype(np.float32)
+    pool = ProcessEnvPool([_env] * 4, workers=1, local_share=True, seed=7)
+    shares = [EnvPool([_env] * 2, seed=7), EnvPool([_env] * 2, seed=7 + SEED_STRIDE)]
+    try:
+        got = pool.segment(behaviour, noise)
+        want = Segment.concat([p.segment(behaviour, noise[:, 2 * i : 2 * i + 2]) for i, p in enumerate(shares)])  # fmt: skip
+        assert (
+            got.arrays["action"].shape == (60, 4, 4) and got.finished
+        )  # reach episodes are 50 steps
+        for k in ("action", "logp", "value", "reward", "done", "next_value"):
+            np.testing.assert_array_equal(got.arrays[k], want.arrays[k])
+        for k in got.arrays["obs"]:
+            np.testing.assert_array_equal(got.arrays["obs"][k], want.arrays["obs"][k])
+        assert [e.seed for e in got.finished] == [e.seed for e in want.finished]
+        for k, v in pool.batch().items():  # the pool carries on from where the segment ended
+            np.testing.assert_array_equal(v, np.concatenate([p.batch()[k] for p in shares]))
+    finally:
+        for p in [pool, *shares]:
             p.close()
 
 
