@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, clipped_step, scalars
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
+from flywheel.algorithms.optim import FlatAdam, clipped_step
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec
 from flywheel.runtime import maybe_compile
 
@@ -79,9 +80,7 @@ class BC:
     ) -> None:
         self.config = cfg = config or BCConfig()
         self.actors = nn.ModuleList(GaussianActor(spec, normalizer) for _ in range(cfg.ensemble))
-        self.opt = torch.optim.AdamW(
-            self.actors.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True
-        )
+        self.opt = FlatAdam(self.actors.parameters(), cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)  # fmt: skip
         self._losses = maybe_compile(self.losses, compile)
 
     def losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -90,7 +89,7 @@ class BC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._losses(batch)
-        clipped_step(self.opt, loss, self.actors.parameters(), self.config.grad_clip)
+        clipped_step(self.opt, loss, self.config.grad_clip)
         return scalars({"loss": loss, **metrics})
 
     def best_member(self, batch: Batch) -> GaussianActor:

@@ -20,10 +20,10 @@ from flywheel.algorithms.base import (
     DataKind,
     UpdateSchedule,
     absorbing_reward,
-    adam,
     scalars,
     soft_update,
 )
+from flywheel.algorithms.optim import FlatAdam, clipped_step
 from flywheel.policies import DoubleQ, Normalizer, PolicySpec, ValueNet
 from flywheel.runtime import maybe_compile
 
@@ -90,7 +90,7 @@ class IQLCritic:
         self.v = ValueNet(spec, normalizer, layer_norm=cfg.layer_norm)
         # one optimiser over both: Q and V share no parameters, so the summed loss gives each
         # exactly its own gradient, with one backward pass and one fused Adam step
-        self.opt = adam([*self.q.parameters(), *self.v.parameters()], cfg.lr)
+        self.opt = FlatAdam([*self.q.parameters(), *self.v.parameters()], cfg.lr)
         self._losses = maybe_compile(self.losses, compile)
 
     def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,9 +108,7 @@ class IQLCritic:
 
     def update(self, batch: Batch) -> dict[str, float]:
         lv, lq, q = self._losses(batch)
-        self.opt.zero_grad(set_to_none=True)
-        (lv + lq).backward()
-        self.opt.step()
+        clipped_step(self.opt, lv + lq)
         soft_update(self.q_target, self.q, self.config.target_tau)
         return scalars({"v_loss": lv, "q_loss": lq, "q_mean": q.detach().mean()})
 

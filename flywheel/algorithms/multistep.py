@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, clipped_step, scalars
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.iql import IQLCritic
+from flywheel.algorithms.optim import FlatAdam, clipped_step
 from flywheel.policies import GaussianActor
 from flywheel.runtime import maybe_compile
 
@@ -129,10 +130,7 @@ class MultiStepImprover:
         self.critic = critic
         self.actor = copy.deepcopy(actor)
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
-        self.opt = adam(self.actor.parameters(), cfg.lr)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda step: max(0.0, 1.0 - step / cfg.steps)
-        )
+        self.opt = FlatAdam(self.actor.parameters(), cfg.lr)
         self._losses = maybe_compile(self.losses, compile)
 
     def losses(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
@@ -146,9 +144,10 @@ class MultiStepImprover:
         return ppo_clip_loss(self.actor.log_prob(obs, a), logp_old, adv, self.config.clip)
 
     def update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.config
         loss, metrics = self._losses(batch["obs"])
-        clipped_step(self.opt, loss, self.actor.parameters(), self.config.grad_clip)
-        self.sched.step()
+        self.opt.lr = cfg.lr * max(0.0, 1.0 - self.opt.steps / cfg.steps)  # linear decay to 0
+        clipped_step(self.opt, loss, cfg.grad_clip)
         return scalars({"loss": loss, **metrics})
 
     def accept(self) -> None:
@@ -160,14 +159,12 @@ class MultiStepImprover:
             "actor": self.actor.state_dict(),
             "accepted": self.accepted.state_dict(),
             "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.accepted.load_state_dict(state["accepted"])
         self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
 
     def config_json(self) -> dict[str, Any]:
         return asdict(self.config)

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, adam, clipped_step, scalars
+from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.multistep import ppo_clip_loss
+from flywheel.algorithms.optim import FlatAdam, clipped_step
 from flywheel.policies import GaussianActor, ValueNet
 from flywheel.runtime import maybe_compile
 
@@ -115,8 +116,8 @@ class PPO:
         # actor and value share no parameters, so each has its own fused Adam and its own pass
         # over a rollout: the two passes can run side by side (`fit`). The normaliser is a
         # buffer, so no optimiser sees it (frozen).
-        self.actor_opt = adam(self.actor.parameters(), cfg.actor_lr, eps=cfg.adam_eps)
-        self.value_opt = adam(self.value.parameters(), cfg.critic_lr, eps=cfg.adam_eps)
+        self.actor_opt = FlatAdam(self.actor.parameters(), cfg.actor_lr, eps=cfg.adam_eps)
+        self.value_opt = FlatAdam(self.value.parameters(), cfg.critic_lr, eps=cfg.adam_eps)
         self.rollouts = 0
         self._actor_losses = maybe_compile(self.actor_losses, compile)
         self._critic_loss = maybe_compile(self.critic_loss, compile)
@@ -137,12 +138,12 @@ class PPO:
 
     def update_value(self, batch: Batch) -> dict[str, float]:
         lv = self._critic_loss(batch)
-        clipped_step(self.value_opt, lv, self.value.parameters(), self.config.grad_clip)
+        clipped_step(self.value_opt, lv, self.config.grad_clip)
         return {"value_loss": lv.item()}
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._actor_losses(batch)
-        clipped_step(self.actor_opt, loss, self.actor.parameters(), self.config.grad_clip)
+        clipped_step(self.actor_opt, loss, self.config.grad_clip)
         return scalars(metrics)
 
     @property

@@ -27,9 +27,9 @@ from flywheel.algorithms.base import (
     DataKind,
     UpdateSchedule,
     absorbing_reward,
-    adam,
     soft_update,
 )
+from flywheel.algorithms.optim import FlatAdam, clipped_step
 from flywheel.policies import DoubleQ, GaussianActor, Normalizer, PolicySpec
 
 
@@ -104,27 +104,21 @@ class SAC:
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.init_temperature), requires_grad=True)
         self.target_entropy = -float(spec.action_dim)
-        self.actor_opt = adam(self.actor.parameters(), cfg.lr)
-        self.q_opt = adam(self.q.parameters(), cfg.lr)
-        self.alpha_opt = adam([self.log_alpha], cfg.lr)
+        self.actor_opt = FlatAdam(self.actor.parameters(), cfg.lr)
+        self.q_opt = FlatAdam(self.q.parameters(), cfg.lr)
+        self.alpha_opt = FlatAdam([self.log_alpha], cfg.lr)
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
         obs = batch["obs"]
         alpha = self.log_alpha.exp()
         lq = critic_loss(self.q(obs, batch["action"]), self.td_target(batch, alpha))
-        self.q_opt.zero_grad(set_to_none=True)
-        lq.backward()
-        self.q_opt.step()
+        clipped_step(self.q_opt, lq)
         a, logp = self.actor.sample(obs)
         la = actor_loss(self.q(obs, a).min(0).values, logp, alpha)
-        self.actor_opt.zero_grad(set_to_none=True)
-        la.backward()
-        self.actor_opt.step()
+        clipped_step(self.actor_opt, la)  # Q's gradient from this loss is zeroed by its next step
         lt = temperature_loss(self.log_alpha, logp, self.target_entropy)
-        self.alpha_opt.zero_grad(set_to_none=True)
-        lt.backward()
-        self.alpha_opt.step()
+        clipped_step(self.alpha_opt, lt)
         soft_update(self.q_target, self.q, cfg.tau)
         return {"q_loss": lq.item(), "actor_loss": la.item(), "alpha": alpha.item()}
 

@@ -123,7 +123,9 @@ def save_bundle(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     spec = actor.spec
-    cpu = lambda m: {k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}  # noqa: E731
+    # copies: a trained network's weights are views into its optimiser's flat buffer, and
+    # safetensors refuses tensors that share memory
+    cpu = lambda m: {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}  # noqa: E731
     save_file(cpu(actor), tmp / "weights.safetensors")
     if value is not None:
         save_file(cpu(value), tmp / "value.safetensors")
