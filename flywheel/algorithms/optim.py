@@ -5,9 +5,9 @@ the arithmetic of a [256, 256] actor's step and about 300 us in Python around it
 tensors by device and dtype, per-tensor state, step counters), and gradient-norm clipping
 loops over the tensors once more. Small-batch RL takes thousands of such steps, one to three
 per update, and in PPO's two-thread update that Python also holds the GIL the other thread
-needs. `FlatAdam` keeps the parameters as views into one flat tensor and their gradients as
-views into another, so zeroing, clipping and the Adam step are each one or two ops on the
-whole network (`python -m benchmarks.learning --only offline_speed,online_speed`).
+needs. `FlatAdam` keeps the parameters as views into one flat tensor and gathers their
+gradients into another with one `cat`, so the gradient, clipping and the Adam step are each one
+or two ops on the whole network (`python -m benchmarks.learning --only offline_speed,online_speed`).
 
 The update itself is PyTorch's own fused Adam / AdamW kernel (`torch.optim.adam.adam`, the
 functional form of `torch.optim.Adam`), so the numbers match torch's optimiser (tested).
@@ -25,10 +25,12 @@ from torch.optim.adam import adam as adam_update
 class FlatAdam:
     """Adam (or AdamW with `decoupled`) over `params`, which it re-points into one buffer.
 
-    Every parameter's `.data` becomes a view of the flat buffer and its `.grad` a view of the
-    flat gradient: backward accumulates into them in place. Moving the networks to another
-    device replaces the parameters' storage, so call `relink` after `module.to` (`to_device`
-    does). `lr` may be changed between steps (a schedule sets it).
+    Every parameter's `.data` becomes a view of the flat buffer. `backward(loss)` computes the
+    gradients of these parameters only (`torch.autograd.grad`: nothing accumulates in `.grad`,
+    and networks the loss passes through without being optimised here get no weight
+    gradients) and writes them into the flat gradient with one `cat`. Moving the networks to
+    another device replaces the parameters' storage, so call `relink` after `module.to`
+    (`to_device` does). `lr` may be changed between steps (a schedule sets it).
     """
 
     def __init__(
@@ -60,7 +62,6 @@ class FlatAdam:
         for p in self.params:
             n = p.numel()
             p.data = self.flat[offset : offset + n].view_as(p)
-            p.grad = self.grad[offset : offset + n].view_as(p)
             offset += n
         if old is None:
             self.exp_avg = torch.zeros_like(self.flat)
@@ -69,8 +70,10 @@ class FlatAdam:
             self.exp_avg, self.exp_avg_sq = self.exp_avg.to(device), self.exp_avg_sq.to(device)
         self._step = torch.tensor(float(self.steps), device=device)
 
-    def zero_grad(self) -> None:
-        self.grad.zero_()
+    def backward(self, loss: torch.Tensor) -> None:
+        """The gradient of `loss` with respect to this optimiser's parameters, into `grad`."""
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True, materialize_grads=True)
+        torch.cat([g.reshape(-1) for g in grads], out=self.grad)
 
     def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
         """Scale the gradient to norm at most `max_norm` (as `clip_grad_norm_`); the norm before."""
@@ -123,8 +126,7 @@ class FlatAdam:
 
 def clipped_step(opt: FlatAdam, loss: torch.Tensor, max_norm: float | None = None) -> None:
     """One gradient step on `loss`, with the gradient norm clipped to `max_norm` if given."""
-    opt.zero_grad()
-    loss.backward()
+    opt.backward(loss)
     if max_norm is not None:
         opt.clip_grad_norm_(max_norm)
     opt.step()

@@ -116,7 +116,7 @@ class SAC:
         clipped_step(self.q_opt, lq)
         a, logp = self.actor.sample(obs)
         la = actor_loss(self.q(obs, a).min(0).values, logp, alpha)
-        clipped_step(self.actor_opt, la)  # Q's gradient from this loss is zeroed by its next step
+        clipped_step(self.actor_opt, la)  # the actor's gradient only: Q's weights get none
         lt = temperature_loss(self.log_alpha, logp, self.target_entropy)
         clipped_step(self.alpha_opt, lt)
         soft_update(self.q_target, self.q, cfg.tau)
