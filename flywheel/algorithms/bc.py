@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
-from flywheel.algorithms.optim import FlatAdam, clipped_step
+from flywheel.algorithms.optim import FlatAdam, gradient_step
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec
 from flywheel.runtime import maybe_compile
 
@@ -89,7 +89,7 @@ class BC:
 
     def update(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._losses(batch)
-        clipped_step(self.opt, loss, self.config.grad_clip)
+        gradient_step(self.opt, loss, self.config.grad_clip)
         return scalars({"loss": loss, **metrics})
 
     def best_member(self, batch: Batch) -> GaussianActor:

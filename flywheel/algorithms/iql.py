@@ -23,7 +23,7 @@ from flywheel.algorithms.base import (
     scalars,
     soft_update,
 )
-from flywheel.algorithms.optim import FlatAdam, clipped_step
+from flywheel.algorithms.optim import FlatAdam, gradient_step
 from flywheel.policies import DoubleQ, Normalizer, PolicySpec, ValueNet
 from flywheel.runtime import maybe_compile
 
@@ -108,7 +108,7 @@ class IQLCritic:
 
     def update(self, batch: Batch) -> dict[str, float]:
         lv, lq, q = self._losses(batch)
-        clipped_step(self.opt, lv + lq)
+        gradient_step(self.opt, lv + lq)
         soft_update(self.q_target, self.q, self.config.target_tau)
         return scalars({"v_loss": lv, "q_loss": lq, "q_mean": q.detach().mean()})
 

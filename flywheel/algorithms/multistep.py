@@ -19,7 +19,7 @@ import torch
 
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.iql import IQLCritic
-from flywheel.algorithms.optim import FlatAdam, clipped_step
+from flywheel.algorithms.optim import FlatAdam, gradient_step
 from flywheel.policies import GaussianActor
 from flywheel.runtime import maybe_compile
 
@@ -147,7 +147,7 @@ class MultiStepImprover:
         cfg = self.config
         loss, metrics = self._losses(batch["obs"])
         self.opt.lr = cfg.lr * max(0.0, 1.0 - self.opt.steps / cfg.steps)  # linear decay to 0
-        clipped_step(self.opt, loss, cfg.grad_clip)
+        gradient_step(self.opt, loss, cfg.grad_clip)
         return scalars({"loss": loss, **metrics})
 
     def accept(self) -> None:

@@ -116,6 +116,8 @@ class FlatAdam:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "exp_avg" not in state:  # torch.optim's layout: a checkpoint from before FlatAdam
+            raise ValueError("optimiser state in torch.optim's format, written by an older flywheel: delete the run's checkpoint to start it again")  # fmt: skip
         if state["exp_avg"].shape != self.flat.shape:
             raise ValueError(f"optimiser state for {state['exp_avg'].numel()} parameters, this one has {self.flat.numel()}")  # fmt: skip
         self.steps, self.lr = int(state["steps"]), float(state["lr"])
@@ -124,7 +126,7 @@ class FlatAdam:
         self._step.fill_(float(self.steps))
 
 
-def clipped_step(opt: FlatAdam, loss: torch.Tensor, max_norm: float | None = None) -> None:
+def gradient_step(opt: FlatAdam, loss: torch.Tensor, max_norm: float | None = None) -> None:
     """One gradient step on `loss`, with the gradient norm clipped to `max_norm` if given."""
     opt.backward(loss)
     if max_norm is not None:

@@ -17,7 +17,7 @@ import torch
 
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.multistep import ppo_clip_loss
-from flywheel.algorithms.optim import FlatAdam, clipped_step
+from flywheel.algorithms.optim import FlatAdam, gradient_step
 from flywheel.policies import GaussianActor, ValueNet
 from flywheel.runtime import maybe_compile
 
@@ -138,12 +138,12 @@ class PPO:
 
     def update_value(self, batch: Batch) -> dict[str, float]:
         lv = self._critic_loss(batch)
-        clipped_step(self.value_opt, lv, self.config.grad_clip)
+        gradient_step(self.value_opt, lv, self.config.grad_clip)
         return {"value_loss": lv.item()}
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
         loss, metrics = self._actor_losses(batch)
-        clipped_step(self.actor_opt, loss, self.config.grad_clip)
+        gradient_step(self.actor_opt, loss, self.config.grad_clip)
         return scalars(metrics)
 
     @property

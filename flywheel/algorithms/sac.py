@@ -29,7 +29,7 @@ from flywheel.algorithms.base import (
     absorbing_reward,
     soft_update,
 )
-from flywheel.algorithms.optim import FlatAdam, clipped_step
+from flywheel.algorithms.optim import FlatAdam, gradient_step
 from flywheel.policies import DoubleQ, GaussianActor, Normalizer, PolicySpec
 
 
@@ -113,12 +113,12 @@ class SAC:
         obs = batch["obs"]
         alpha = self.log_alpha.exp()
         lq = critic_loss(self.q(obs, batch["action"]), self.td_target(batch, alpha))
-        clipped_step(self.q_opt, lq)
+        gradient_step(self.q_opt, lq)
         a, logp = self.actor.sample(obs)
         la = actor_loss(self.q(obs, a).min(0).values, logp, alpha)
-        clipped_step(self.actor_opt, la)  # the actor's gradient only: Q's weights get none
+        gradient_step(self.actor_opt, la)  # the actor's gradient only: Q's weights get none
         lt = temperature_loss(self.log_alpha, logp, self.target_entropy)
-        clipped_step(self.alpha_opt, lt)
+        gradient_step(self.alpha_opt, lt)
         soft_update(self.q_target, self.q, cfg.tau)
         return {"q_loss": lq.item(), "actor_loss": la.item(), "alpha": alpha.item()}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from flywheel.algorithms.optim import FlatAdam, clipped_step
+from flywheel.algorithms.optim import FlatAdam, gradient_step
 
 
 def _net() -> nn.Module:
@@ -29,7 +29,7 @@ def test_flat_adam_takes_the_steps_torch_adam_takes(decoupled):
     cls = torch.optim.AdamW if decoupled else torch.optim.Adam
     ref = cls(theirs.parameters(), lr=1e-2, eps=1e-5, weight_decay=0.1 if decoupled else 0.0)
     for step in range(20):
-        clipped_step(opt, _loss(ours, step), 0.5)
+        gradient_step(opt, _loss(ours, step), 0.5)
         ref.zero_grad()
         _loss(theirs, step).backward()
         torch.nn.utils.clip_grad_norm_(theirs.parameters(), 0.5)
@@ -45,15 +45,18 @@ def test_state_round_trip_and_relink_after_a_move_continue_the_same_run():
     a, b = _net(), _net()
     opt_a, opt_b = FlatAdam(a.parameters(), 1e-2), FlatAdam(b.parameters(), 1e-2)
     for step in range(5):
-        clipped_step(opt_a, _loss(a, step), 0.5)
+        gradient_step(opt_a, _loss(a, step), 0.5)
     b.load_state_dict(copy.deepcopy(a.state_dict()))
     opt_b.load_state_dict(opt_a.state_dict())
     b.to(torch.float64).to(torch.float32)  # replaces the storage, as a device move does
     opt_b.relink()
     for step in range(5, 10):
-        clipped_step(opt_a, _loss(a, step), 0.5)
-        clipped_step(opt_b, _loss(b, step), 0.5)
+        gradient_step(opt_a, _loss(a, step), 0.5)
+        gradient_step(opt_b, _loss(b, step), 0.5)
     for x, y in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(x, y)
     with pytest.raises(ValueError, match="optimiser state for"):
         FlatAdam(nn.Linear(2, 2).parameters(), 1e-3).load_state_dict(opt_a.state_dict())
+    old = torch.optim.Adam(a.parameters()).state_dict()  # a checkpoint from before FlatAdam
+    with pytest.raises(ValueError, match="older flywheel"):
+        opt_a.load_state_dict(old)
