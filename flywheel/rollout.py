@@ -3,6 +3,8 @@
 Used by evaluation, online RL and online-episode recording alike. It owns the episode
 bookkeeping (seeds, final observations, success) so that none of them depends on a particular
 vector-env autoreset convention; any Gymnasium env with Dict (or Box) observations works.
+`EnvPool.segment` runs a whole PPO rollout of one policy snapshot on the pool, so the same code
+serves a pool in this process and one in an env worker (`flywheel/workers.py`).
 """
 
 from __future__ import annotations
