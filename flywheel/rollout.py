@@ -170,6 +170,7 @@ class EnvPool:
         Next-step values are computed here too (finished envs bootstrap from V of their true
         last observation, not the reset one), so the caller gets everything GAE needs.
         """
+        check_noise(noise, self.n, behaviour)
         pi, v_of = behaviour.actor, behaviour.value
         cols: dict[str, list] = {k: [] for k in ("obs", "action", "logp", "value", "reward", "done", "next_value")}  # fmt: skip
         finished: list[EpisodeRecord] = []
@@ -190,20 +191,30 @@ class EnvPool:
             obs, v = next_obs, v_next
         obs_l = cols.pop("obs")
         arrays = {k: np.stack(x) for k, x in cols.items()}
-        return Segment({**arrays, "obs": {k: np.stack([o[k] for o in obs_l]) for k in obs_l[0]}}, finished)  # fmt: skip
+        arrays["obs"] = {k: np.stack([o[k] for o in obs_l]) for k in obs_l[0]}
+        return Segment(arrays, finished, last_obs=obs)
 
     def close(self) -> None:
         for env in self.envs:
             env.close()
 
 
+def check_noise(noise: np.ndarray, n: int, behaviour: Behaviour) -> None:
+    """ValueError unless `noise` is (T, n envs, the actor's action dims)."""
+    dims = behaviour.actor.spec.action_dim
+    if noise.ndim != 3 or noise.shape[1:] != (n, dims):
+        raise ValueError(f"segment noise must be (T, {n} envs, {dims} action dims), not {noise.shape}")  # fmt: skip
+
+
 @dataclass
 class Segment:
     """A (T, N) on-policy rollout: arrays obs {key: (T, N, ...)}, action, logp, value, reward,
-    done, next_value, and the episodes that finished during it."""
+    done, next_value; the episodes that finished during it; and the observations the envs are
+    left at (a new episode's first for envs that just finished), where the next one starts."""
 
     arrays: dict[str, Any]
     finished: list[EpisodeRecord]
+    last_obs: dict[str, np.ndarray]
 
     @staticmethod
     def concat(parts: list[Segment]) -> Segment:
@@ -211,4 +222,5 @@ class Segment:
         first = parts[0].arrays
         arrays = {k: np.concatenate([p.arrays[k] for p in parts], axis=1) for k in first if k != "obs"}  # fmt: skip
         arrays["obs"] = {k: np.concatenate([p.arrays["obs"][k] for p in parts], axis=1) for k in first["obs"]}  # fmt: skip
-        return Segment(arrays, [e for p in parts for e in p.finished])
+        last = {k: np.concatenate([p.last_obs[k] for p in parts]) for k in parts[0].last_obs}
+        return Segment(arrays, [e for p in parts for e in p.finished], last)

@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 from flywheel.policies.numpy_forward import Behaviour
-from flywheel.rollout import EnvPool, EpisodeRecord, Segment, StepResult
+from flywheel.rollout import EnvPool, EpisodeRecord, Segment, StepResult, check_noise
 
 SEED_STRIDE = 1_000_000
 """Reset seeds of worker w start at seed + w * SEED_STRIDE."""
@@ -47,10 +47,8 @@ def _serve(conn: Connection) -> None:
         conn.send(("ready", pool.batch()))
         while True:
             cmd, arg = conn.recv()
-            if cmd == "step":
-                conn.send(("ok", pool.step(arg)))
-            elif cmd == "segment":
-                conn.send(("ok", (pool.segment(*arg), pool.batch())))
+            if cmd in ("step", "segment"):
+                conn.send(("ok", getattr(pool, cmd)(*arg)))
             else:
                 pool.close()
                 return
@@ -101,12 +99,15 @@ class ProcessEnvPool:
             self._local = EnvPool([env_fns[i] for i in self._slices[0]], seed=seed, record=record, reset_options=reset_options)  # fmt: skip
         self._obs = ([self._local.batch()] if self._local else []) + [self._recv(c) for c in self._conns]  # fmt: skip
 
+    def _died(self) -> RuntimeError:
+        self.close()
+        return RuntimeError("an env worker process died")
+
     def _recv(self, conn: Connection) -> Any:
         try:
             status, value = conn.recv()
-        except EOFError:
-            self.close()
-            raise RuntimeError("an env worker process died") from None
+        except (EOFError, OSError):  # closed, or reset by a killed worker
+            raise self._died() from None
         if status == "error":
             self.close()
             raise RuntimeError(f"env worker failed: {value}")
@@ -116,13 +117,24 @@ class ProcessEnvPool:
         """Current observations as {key: (N, ...)}."""
         return {k: np.concatenate([o[k] for o in self._obs]) for k in self._obs[0]}
 
-    def step(self, actions: np.ndarray) -> StepResult:
+    def _on_shares(self, method: str, args: Callable[[np.ndarray], tuple]) -> list[Any]:
+        """`EnvPool.<method>(*args(share's env indices))` on every share at once, results in
+        share order: the workers get theirs first, then the local share runs while they do."""
         remote = self._slices[1:] if self._local else self._slices
         for conn, idx in zip(self._conns, remote, strict=True):
-            conn.send(("step", actions[idx]))
-        # the local share steps while the workers step theirs
-        parts = [self._local.step(actions[self._slices[0]])] if self._local else []
-        parts += [self._recv(c) for c in self._conns]
+            try:
+                conn.send((method, args(idx)))
+            except OSError:  # a killed worker resets the connection
+                raise self._died() from None
+        try:
+            local = [getattr(self._local, method)(*args(self._slices[0]))] if self._local else []
+        except BaseException:  # the workers' replies would be left unread: end the pool
+            self.close()
+            raise
+        return local + [self._recv(c) for c in self._conns]
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        parts = self._on_shares("step", lambda idx: (actions[idx],))
         self._obs = [p[0] for p in parts]
         final: dict[int, dict[str, np.ndarray]] = {}
         finished: list[EpisodeRecord] = []
@@ -142,14 +154,10 @@ class ProcessEnvPool:
         """`EnvPool.segment` over every share at once: each worker acts with its own copy of
         `behaviour` for the whole rollout, so a rollout costs one message each way per worker
         instead of one per step, and acting is split over the cores with the physics."""
-        remote = self._slices[1:] if self._local else self._slices
-        for conn, idx in zip(self._conns, remote, strict=True):
-            conn.send(("segment", (behaviour, noise[:, idx])))
-        parts = [self._local.segment(behaviour, noise[:, self._slices[0]])] if self._local else []
-        local_obs = [self._local.batch()] if self._local else []
-        replies = [self._recv(c) for c in self._conns]
-        self._obs = local_obs + [obs for _, obs in replies]
-        return Segment.concat(parts + [seg for seg, _ in replies])
+        check_noise(noise, self.n, behaviour)  # before any share starts
+        parts = self._on_shares("segment", lambda idx: (behaviour, noise[:, idx]))
+        self._obs = [p.last_obs for p in parts]
+        return Segment.concat(parts)
 
     def close(self) -> None:
         for conn in self._conns:

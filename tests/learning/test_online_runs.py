@@ -4,6 +4,8 @@ same episodes as in-process envs."""
 from __future__ import annotations
 
 import copy
+import os
+import signal
 
 import gymnasium as gym
 import numpy as np
@@ -132,6 +134,21 @@ def test_a_segment_is_the_same_rollout_wherever_its_envs_step():
     finally:
         for p in [pool, *shares]:
             p.close()
+
+
+def test_a_killed_worker_or_misshapen_noise_is_a_clear_error():
+    behaviour = Behaviour.of(*_modules())
+    pool = ProcessEnvPool([_env] * 4, workers=1, local_share=True, seed=0)
+    try:
+        with pytest.raises(ValueError, match=r"segment noise must be \(T, 4 envs, 4 action dims\)"):
+            pool.segment(behaviour, np.zeros((5, 4, 3), np.float32))
+        assert pool.segment(behaviour, np.zeros((5, 4, 4), np.float32)).arrays["action"].shape == (5, 4, 4)  # fmt: skip
+        os.kill(pool._procs[0].pid, signal.SIGKILL)
+        pool._procs[0].wait()
+        with pytest.raises(RuntimeError, match="an env worker process died"):
+            pool.segment(behaviour, np.zeros((5, 4, 4), np.float32))
+    finally:
+        pool.close()
 
 
 def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
