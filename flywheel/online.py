@@ -84,8 +84,9 @@ class RefineConfig:
     with the same arguments resumes from the last one."""
     env_workers: int | None = None
     """Worker processes that step a share of the envs beside this process (0: all envs here).
-    None: one per extra CPU core for budgets of at least `WORKERS_FROM` steps (starting a
-    worker costs ~1 s, worth it only for long runs)."""
+    None: one per extra CPU core for budgets of at least `WORKERS_FROM` steps (a worker takes
+    ~0.6 s of a core to start, overlapped with scoring the start; shorter runs are dominated by
+    their evaluations, which step in this process)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     runtime: Runtime = field(default_factory=Runtime)
@@ -250,21 +251,14 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     steps, last, resumed_at = 0, {}, None
     g = torch.Generator().manual_seed(config.seed)
     state = ckpt.load()
-    if state is None:
-        keeper = _BestKeeper(env_fn, config, bundle)
-    else:
+    if state is not None:
         algo.load_state_dict(state["algo"])
-        keeper = _BestKeeper(env_fn, config, bundle, restore=state["keeper"])
         steps, last = _restore_run(state, sink)
         resumed_at = steps
         g.set_state(state["g"])
-    pool = make_pool(
-        [env_fn] * cfg.num_envs,
-        workers=env_workers(config, cfg.num_envs),
-        seed=config.seed * 1_000_003 + steps,  # a resumed run resets its envs with new seeds
-        record=sink.corpus is not None,
-    )
+    pool = _pool(env_fn, cfg.num_envs, config, steps, sink)
     try:
+        keeper = _BestKeeper(env_fn, config, bundle, restore=state["keeper"] if state else None)
         while steps < config.env_steps:
             roll = _collect(pool, actor, value, cfg.rollout_steps, g, sink)
             steps += cfg.rollout_steps * cfg.num_envs
@@ -289,6 +283,17 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             "confirmation": keeper.confirmation,
             "resumed_at": resumed_at,
         },
+    )
+
+
+def _pool(env_fn: Callable[[], gym.Env], num_envs: int, config: RefineConfig, steps: int, sink: EpisodeSink) -> EnvPool | ProcessEnvPool:  # fmt: skip
+    """The run's envs. Made before the keeper scores the starting policy, so env workers start
+    up while it does (`ProcessEnvPool` waits for them only when first used)."""
+    return make_pool(
+        [env_fn] * num_envs,
+        workers=env_workers(config, num_envs),
+        seed=config.seed * 1_000_003 + steps,  # a resumed run resets its envs with new seeds
+        record=sink.corpus is not None,
     )
 
 
@@ -410,7 +415,6 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             source = MixedSource(offline, replay)
     steps, last, resumed_at = 0, {}, None
     state = ckpt.load()
-    keeper = _BestKeeper(env_fn, config, bundle, restore=state["keeper"] if state else None)
     if state is not None:
         algo.load_state_dict(state["algo"])
         replay.load_state_dict(state["replay"])
@@ -418,14 +422,10 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             offline.set_rng_state(json.loads(state["offline_rng"]))
         steps, last = _restore_run(state, sink)
         resumed_at = steps
-    pool = make_pool(
-        [env_fn] * cfg.num_envs,
-        workers=env_workers(config, cfg.num_envs),
-        seed=config.seed * 1_000_003 + steps,
-        record=sink.corpus is not None,
-    )
+    pool = _pool(env_fn, cfg.num_envs, config, steps, sink)
     block = steps // SAC_BLOCK
     try:
+        keeper = _BestKeeper(env_fn, config, bundle, restore=state["keeper"] if state else None)
         obs = pool.batch()
         while steps < config.env_steps:
             pi = NumpyActor(algo.actor)  # a snapshot of the weights after the last update

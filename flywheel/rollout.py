@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
-from flywheel.corpus import Episode, EpisodeMeta
-from flywheel.policies.numpy_forward import Behaviour, log_prob
+from flywheel.policies.numpy_forward import log_prob
+
+if TYPE_CHECKING:  # not imported at run time by env workers, which never build either
+    from flywheel.corpus import Episode
+    from flywheel.policies.numpy_forward import Behaviour
 
 PolicyFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 """A batched policy: obs {key: (N, ...)} -> actions (N, A)."""
@@ -71,6 +74,8 @@ class EpisodeRecord:
         self, *, task: str, robot: str, control_hz: float, source: str, policy_version: str | None
     ) -> Episode:
         """As a corpus episode (images included if the env rendered cameras)."""
+        from flywheel.corpus import Episode, EpisodeMeta  # zarr: not needed in env workers
+
         keys = self.obs[0].keys()
         obs = {k: np.stack([o[k] for o in self.obs]) for k in keys}
         images = {k: v for k, v in obs.items() if v.dtype == np.uint8 and v.ndim >= 3}
@@ -201,7 +206,7 @@ class EnvPool:
 
 def check_noise(noise: np.ndarray, n: int, behaviour: Behaviour) -> None:
     """ValueError unless `noise` is (T, n envs, the actor's action dims)."""
-    dims = behaviour.actor.spec.action_dim
+    dims = behaviour.actor.action_dim
     if noise.ndim != 3 or noise.shape[1:] != (n, dims):
         raise ValueError(f"segment noise must be (T, {n} envs, {dims} action dims), not {noise.shape}")  # fmt: skip
 

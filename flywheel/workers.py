@@ -14,7 +14,8 @@ fresh interpreter (`python -m flywheel.workers FD`, talking over a socket pair):
 inherited (threads, GL contexts) and, unlike multiprocessing's spawn, the caller's `__main__`
 is not re-imported, so scripts need no `if __name__ == "__main__"` guard. Each worker's envs draw reset
 seeds from their own range (`seed + w * SEED_STRIDE`), so a run is reproducible for a given
-seed and worker count.
+seed and worker count. A worker imports what its envs and NumPy snapshots need, not torch or
+zarr (about 2 s of start-up here), and the pool does not wait for it to start until first used.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ import subprocess
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import gymnasium as gym
 import numpy as np
 
-from flywheel.policies.numpy_forward import Behaviour
 from flywheel.rollout import EnvPool, EpisodeRecord, Segment, StepResult, check_noise
+
+if TYPE_CHECKING:
+    from flywheel.policies.numpy_forward import Behaviour
 
 SEED_STRIDE = 1_000_000
 """Reset seeds of worker w start at seed + w * SEED_STRIDE."""
@@ -97,7 +100,15 @@ class ProcessEnvPool:
             self._conns.append(conn)
         if local_share:
             self._local = EnvPool([env_fns[i] for i in self._slices[0]], seed=seed, record=record, reset_options=reset_options)  # fmt: skip
-        self._obs = ([self._local.batch()] if self._local else []) + [self._recv(c) for c in self._conns]  # fmt: skip
+        self._obs: list[dict[str, np.ndarray]] | None = None  # see `_started`
+
+    def _started(self) -> list[dict[str, np.ndarray]]:
+        """Every share's current observations. The first call waits for the workers' "ready"
+        (a worker takes about a second to start), so building the pool returns at once and
+        whatever the caller does next overlaps the workers' start-up."""
+        if self._obs is None:
+            self._obs = ([self._local.batch()] if self._local else []) + [self._recv(c) for c in self._conns]  # fmt: skip
+        return self._obs
 
     def _died(self) -> RuntimeError:
         self.close()
@@ -115,11 +126,13 @@ class ProcessEnvPool:
 
     def batch(self) -> dict[str, np.ndarray]:
         """Current observations as {key: (N, ...)}."""
-        return {k: np.concatenate([o[k] for o in self._obs]) for k in self._obs[0]}
+        obs = self._started()
+        return {k: np.concatenate([o[k] for o in obs]) for k in obs[0]}
 
     def _on_shares(self, method: str, args: Callable[[np.ndarray], tuple]) -> list[Any]:
         """`EnvPool.<method>(*args(share's env indices))` on every share at once, results in
         share order: the workers get theirs first, then the local share runs while they do."""
+        self._started()  # a worker's "ready" comes before any reply
         remote = self._slices[1:] if self._local else self._slices
         for conn, idx in zip(self._conns, remote, strict=True):
             try:

@@ -14,9 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from flywheel.policies.limits import HALF_LOG_2PI, LOG_STD_MAX, LOG_STD_MIN
 from flywheel.policies.normalizer import Normalizer
-
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,9 +112,6 @@ class ObsEncoder(nn.Module):
         parts = [self.normalizer.flat(obs)] if self.spec.obs_shapes else []
         parts += [self.cams[c](obs[c]) for c in self.spec.cameras]
         return torch.cat(parts, dim=-1)
-
-
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,10 @@ import torch
 from torch import nn
 
 from flywheel.corpus.stats import KeyStats
+from flywheel.policies.limits import CLIP
 
 MIN_STD = 1e-3
 """Floor on a dimension's std: constant dimensions (a fixed goal) must not blow up."""
-CLIP = 10.0
-"""Normalised values are clipped to [-CLIP, CLIP] against outliers at deployment."""
 
 
 class Normalizer(nn.Module):

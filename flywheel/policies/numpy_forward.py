@@ -20,19 +20,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
-from flywheel.policies.networks import (
-    HALF_LOG_2PI,
-    LOG_STD_MAX,
-    LOG_STD_MIN,
-    GaussianActor,
-    ValueNet,
-)
-from flywheel.policies.normalizer import CLIP, Normalizer
+from flywheel.policies.limits import CLIP, HALF_LOG_2PI, LOG_STD_MAX, LOG_STD_MIN
+
+if TYPE_CHECKING:  # torch is imported where a snapshot is built or runs through torch, so an
+    # env worker acting with NumPy snapshots never pays its ~2 s import (flywheel/workers.py)
+    import torch
+    from torch import nn
+
+    from flywheel.policies.networks import GaussianActor, ValueNet
+    from flywheel.policies.normalizer import Normalizer
 
 Obs = Mapping[str, np.ndarray]
 """{key: (B, ...)} observations, any float dtype."""
@@ -50,6 +50,8 @@ def _copy(t: torch.Tensor) -> np.ndarray:
 
 def as_tensors(obs: Obs, device: torch.device) -> dict[str, torch.Tensor]:
     """float32 tensors on `device`; uint8 camera frames stay uint8."""
+    import torch
+
     out = {k: torch.as_tensor(np.asarray(v)) for k, v in obs.items()}
     return {k: (v if v.dtype == torch.uint8 else v.float()).to(device) for k, v in out.items()}
 
@@ -73,6 +75,8 @@ class _MLP:
     """`networks.mlp`'s Linear / LayerNorm / ReLU stack on copies of its weights."""
 
     def __init__(self, net: nn.Sequential) -> None:
+        from torch import nn
+
         self.layers: list[tuple] = []
         for m in net:
             if isinstance(m, nn.Linear):
@@ -102,7 +106,9 @@ class NumpyActor:
     """`GaussianActor.dist` / `mode` on NumPy arrays (same formulas, same weights)."""
 
     def __init__(self, actor: GaussianActor) -> None:
-        self.spec = actor.spec
+        # the spec's two facts acting needs, not the spec: a PolicySpec would import torch
+        # where a worker unpickles this snapshot
+        self.squash, self.action_dim = actor.spec.squash, actor.spec.action_dim
         self.keys = [*actor.spec.obs_shapes, *actor.spec.cameras]
         self.torch = None if supports(actor) else actor
         if self.torch is None:
@@ -113,11 +119,13 @@ class NumpyActor:
     def dist(self, obs: Obs) -> tuple[np.ndarray, np.ndarray]:
         """(mean, log_std), each (B, A): the distribution before squashing."""
         if self.torch is not None:
+            import torch
+
             with torch.no_grad():
                 d = self.torch.dist(as_tensors({k: obs[k] for k in self.keys}, self.torch.log_std.device))  # fmt: skip
             return d.mean.cpu().numpy(), d.log_std.expand_as(d.mean).cpu().numpy()
         out = self.net(self.inputs(obs))
-        if self.spec.squash:
+        if self.squash:
             mu, log_std = np.split(out, 2, axis=-1)
             return mu, np.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
         return np.tanh(out), np.broadcast_to(self.log_std, out.shape)
@@ -125,19 +133,22 @@ class NumpyActor:
     def mode(self, obs: Obs) -> np.ndarray:
         """The deterministic action (B, A)."""
         mu, _ = self.dist(obs)
-        return np.tanh(mu) if self.spec.squash else mu
+        return np.tanh(mu) if self.squash else mu
 
     def sample(self, obs: Obs, generator: torch.Generator | None = None, *, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
         """(u, mean, log_std): u ~ N(mean, std) before squashing, drawn from torch's generator
         exactly as `DiagGaussian.sample` draws it, so seeded runs keep their random streams;
         or u = mean + std * `noise` for standard normal draws made in advance."""
         mu, log_std = self.dist(obs)
-        eps = torch.randn(mu.shape, generator=generator).numpy() if noise is None else noise
-        return mu + np.exp(log_std) * eps, mu, log_std
+        if noise is None:
+            import torch
+
+            noise = torch.randn(mu.shape, generator=generator).numpy()
+        return mu + np.exp(log_std) * noise, mu, log_std
 
     def act(self, u: np.ndarray) -> np.ndarray:
         """The env action of a pre-squash sample: tanh(u) for squashed actors, else u."""
-        return np.tanh(u) if self.spec.squash else u
+        return np.tanh(u) if self.squash else u
 
 
 def log_prob(x: np.ndarray, mean: np.ndarray, log_std: np.ndarray) -> np.ndarray:
@@ -158,6 +169,8 @@ class NumpyValue:
 
     def __call__(self, obs: Obs) -> np.ndarray:
         if self.torch is not None:
+            import torch
+
             device = next(self.torch.parameters()).device
             with torch.no_grad():
                 return self.torch(as_tensors({k: obs[k] for k in self.keys}, device)).cpu().numpy()  # fmt: skip

@@ -4,9 +4,13 @@ same episodes as in-process envs."""
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import signal
+import subprocess
+import sys
 
+import cloudpickle
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -149,6 +153,34 @@ def test_a_killed_worker_or_misshapen_noise_is_a_clear_error():
             pool.segment(behaviour, np.zeros((5, 4, 4), np.float32))
     finally:
         pool.close()
+
+
+def test_env_workers_act_without_importing_torch(tmp_path):
+    """A worker stepping NumPy snapshots needs neither torch nor zarr, ~2 s of its start-up:
+    unpickle a snapshot and run a segment in a fresh interpreter, as a worker does."""
+    snap = tmp_path / "behaviour.pkl"
+    env = functools.partial(gym.make, sim.GYM_IDS["reach"])  # `_env` would import this module
+    snap.write_bytes(cloudpickle.dumps((Behaviour.of(*_modules()), env)))
+    code = (
+        "import pickle, sys, numpy as np, sim\n"
+        "from flywheel.rollout import EnvPool\n"
+        f"behaviour, env = pickle.loads(open({str(snap)!r}, 'rb').read())\n"
+        "seg = EnvPool([env] * 2, seed=0).segment(behaviour, np.zeros((60, 2, 4), np.float32))\n"
+        "assert seg.finished, 'reach episodes are 50 steps'\n"
+        "print(sorted(m for m in ('torch', 'zarr') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_that_fails_to_start_is_reported_when_the_pool_is_first_used():
+    def broken():
+        raise OSError("no such robot")
+
+    pool = ProcessEnvPool([broken] * 2, workers=1, seed=0)  # returns without waiting
+    with pytest.raises(RuntimeError, match="env worker failed: OSError: no such robot"):
+        pool.batch()
+    pool.close()
 
 
 def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
