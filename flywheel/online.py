@@ -85,8 +85,8 @@ class RefineConfig:
     env_workers: int | None = None
     """Worker processes that step a share of the envs beside this process (0: all envs here).
     None: one per extra CPU core for budgets of at least `WORKERS_FROM` steps (a worker takes
-    ~0.6 s of a core to start, overlapped with scoring the start; shorter runs are dominated by
-    their evaluations, which step in this process)."""
+    ~0.6 s of a core to start, overlapped with scoring the start on a fresh run; shorter runs
+    are dominated by their evaluations, which step in this process)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sac: SACConfig = field(default_factory=SACConfig)
     runtime: Runtime = field(default_factory=Runtime)
@@ -287,8 +287,9 @@ def _ppo(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
 
 
 def _pool(env_fn: Callable[[], gym.Env], num_envs: int, config: RefineConfig, steps: int, sink: EpisodeSink) -> EnvPool | ProcessEnvPool:  # fmt: skip
-    """The run's envs. Made before the keeper scores the starting policy, so env workers start
-    up while it does (`ProcessEnvPool` waits for them only when first used)."""
+    """The run's envs. Made before the keeper scores the starting policy (a fresh run's first
+    evaluation), so env workers start up while it runs (`ProcessEnvPool` waits for them only
+    when first used)."""
     return make_pool(
         [env_fn] * num_envs,
         workers=env_workers(config, num_envs),

@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,8 @@ SEED_STRIDE = 1_000_000
 
 
 def _serve(conn: Connection) -> None:
-    """Worker loop: build the pool, then answer ("step", actions) / ("close", None)."""
+    """Worker loop: build the pool, say "ready", then answer ("step", args) / ("segment", args)
+    until ("close", None)."""
     try:
         env_fns, kwargs = cloudpickle.loads(conn.recv_bytes())
         pool = EnvPool(env_fns, **kwargs)
@@ -101,11 +103,14 @@ class ProcessEnvPool:
         if local_share:
             self._local = EnvPool([env_fns[i] for i in self._slices[0]], seed=seed, record=record, reset_options=reset_options)  # fmt: skip
         self._obs: list[dict[str, np.ndarray]] | None = None  # see `_started`
+        self._closed = False
 
     def _started(self) -> list[dict[str, np.ndarray]]:
         """Every share's current observations. The first call waits for the workers' "ready"
-        (a worker takes about a second to start), so building the pool returns at once and
-        whatever the caller does next overlaps the workers' start-up."""
+        (a worker takes about 0.6 s to start), so building the pool returns once the workers
+        are spawned and whatever the caller does next overlaps their start-up."""
+        if self._closed:
+            raise RuntimeError("the env pool is closed")
         if self._obs is None:
             self._obs = ([self._local.batch()] if self._local else []) + [self._recv(c) for c in self._conns]  # fmt: skip
         return self._obs
@@ -173,14 +178,23 @@ class ProcessEnvPool:
         return Segment.concat(parts)
 
     def close(self) -> None:
+        """Stop the workers (at most ~5 s in all); safe to call twice."""
+        self._closed = True
         for conn in self._conns:
             with contextlib.suppress(OSError):  # a worker that already exited
                 conn.send(("close", None))
-        for proc in self._procs:
+        deadline = time.monotonic() + 5
+        for conn, proc in zip(self._conns, self._procs, strict=True):
+            # read what the worker may still be sending (a "ready" never read, when the pool
+            # is closed before its first use): a large one would block it before "close"
+            with contextlib.suppress(EOFError, OSError):
+                while conn.poll(max(0.0, deadline - time.monotonic())):
+                    conn.recv_bytes()
             try:
-                proc.wait(timeout=5)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         for conn in self._conns:
             conn.close()
         if self._local is not None:

@@ -45,7 +45,8 @@ def supports(module: GaussianActor | ValueNet) -> bool:
 
 
 def _copy(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().numpy())
+    """A C-contiguous copy, never a view (a view of a live parameter would see later updates)."""
+    return np.array(t.detach().numpy(), order="C", copy=True)
 
 
 def as_tensors(obs: Obs, device: torch.device) -> dict[str, torch.Tensor]:

@@ -59,8 +59,11 @@ def test_a_numpy_actor_is_a_snapshot_of_the_weights() -> None:
     obs = _obs(spec)
     before = NumpyActor(actor)
     m0 = before.mode(obs)
-    with torch.no_grad():
-        actor.net[0].weight.add_(1.0)
+    with torch.no_grad():  # every kind of tensor it holds: weights (kept transposed), biases,
+        for p in actor.parameters():  # log-std, and the normaliser's statistics
+            p.add_(1.0)
+        for b in actor.buffers():
+            b.add_(1.0)
     np.testing.assert_array_equal(before.mode(obs), m0)  # built before the update: unchanged
     assert not np.allclose(NumpyActor(actor).mode(obs), m0)
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import cloudpickle
 import gymnasium as gym
@@ -162,9 +163,10 @@ def test_env_workers_act_without_importing_torch(tmp_path):
     env = functools.partial(gym.make, sim.GYM_IDS["reach"])  # `_env` would import this module
     snap.write_bytes(cloudpickle.dumps((Behaviour.of(*_modules()), env)))
     code = (
-        "import pickle, sys, numpy as np, sim\n"
+        "import sys, cloudpickle, numpy as np, sim\n"
+        "import flywheel.workers\n"
         "from flywheel.rollout import EnvPool\n"
-        f"behaviour, env = pickle.loads(open({str(snap)!r}, 'rb').read())\n"
+        f"behaviour, env = cloudpickle.loads(open({str(snap)!r}, 'rb').read())\n"
         "seg = EnvPool([env] * 2, seed=0).segment(behaviour, np.zeros((60, 2, 4), np.float32))\n"
         "assert seg.finished, 'reach episodes are 50 steps'\n"
         "print(sorted(m for m in ('torch', 'zarr') if m in sys.modules))\n"
@@ -180,7 +182,23 @@ def test_a_worker_that_fails_to_start_is_reported_when_the_pool_is_first_used():
     pool = ProcessEnvPool([broken] * 2, workers=1, seed=0)  # returns without waiting
     with pytest.raises(RuntimeError, match="env worker failed: OSError: no such robot"):
         pool.batch()
+    with pytest.raises(RuntimeError, match="the env pool is closed"):
+        pool.batch()
     pool.close()
+
+
+def test_closing_a_pool_before_its_first_use_does_not_wait_on_its_workers():
+    """A worker says "ready" with its first observations before reading any command; when
+    they fill the socket (camera frames), closing must read them or the worker never stops."""
+
+    def big():
+        return gym.wrappers.TransformObservation(_env(), lambda o: {**o, "frame": np.zeros((200, 200, 3), np.uint8)}, None)  # fmt: skip
+
+    pool = ProcessEnvPool([big] * 4, workers=1, local_share=True, seed=0)
+    procs = list(pool._procs)
+    t = time.perf_counter()
+    pool.close()
+    assert time.perf_counter() - t < 4 and [p.returncode for p in procs] == [0]
 
 
 def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
