@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import cloudpickle
 import gymnasium as gym
@@ -196,9 +195,9 @@ def test_closing_a_pool_before_its_first_use_does_not_wait_on_its_workers():
 
     pool = ProcessEnvPool([big] * 4, workers=1, local_share=True, seed=0)
     procs = list(pool._procs)
-    t = time.perf_counter()
+    assert pool._conns[0].poll(60)  # the worker is up, its "ready" too big for the socket
     pool.close()
-    assert time.perf_counter() - t < 4 and [p.returncode for p in procs] == [0]
+    assert [p.returncode for p in procs] == [0]  # it read "close" and stopped; not killed
 
 
 def test_worker_pool_splits_envs_and_reports_finished_episodes_by_env_index():
