@@ -62,8 +62,9 @@ class RefineConfig:
     algo: Literal["ppo", "sac"] = "sac"
     """`sac` learns with corpus data in every batch (RLPD): the one that improves policies here
     (docs/learning.md); `ppo` fine-tunes the offline actor and value, ~6x faster per step."""
-    env_steps: int = 20_000
-    """Env-step budget."""
+    env_steps: int = 40_000
+    """Env-step budget. SAC's actor starts fresh and takes about 20k lift steps to match the
+    offline policy; the gains come after that (`RoundConfig.online_steps`)."""
     eval_episodes: int = 20
     """Episodes for the before/after success measurement (paired seeds)."""
     eval_seed: int = 2_000_000

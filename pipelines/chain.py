@@ -106,7 +106,7 @@ def retrain_latest(home: str, tasks: list[str], steps: int = 2000, eval_episodes
 
 
 @flow(name="refine-latest")
-def refine_latest(home: str, online_steps: int = 20_000, eval_episodes: int = 50) -> dict[str, Any]:
+def refine_latest(home: str, online_steps: int = 40_000, eval_episodes: int = 50) -> dict[str, Any]:
     """Targeted refinement of the latest retrain; emit `flywheel.refine.completed`."""
     retrained = json.loads(_state(home, "retrain").read_text())
     cfg = RoundConfig(

@@ -43,7 +43,7 @@ class ServeConfig:
     """Loopback port of the Prefect server."""
     steps: int = 2000
     """Gradient steps per offline stage of a retrain."""
-    online_steps: int = 20_000
+    online_steps: int = 40_000
     """Online env-step budget of a refine."""
     eval_episodes: int = 50
     """Evaluation episodes per policy."""

@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
     def refine(
         bundle: Annotated[str, typer.Argument(help="Bundle path or name.")],
         task: Annotated[str, typer.Option(help="Task to refine on.")],
-        env_steps: Annotated[int, typer.Option(help="Online env-step budget.")] = 20_000,
+        env_steps: Annotated[int, typer.Option(help="Online env-step budget.")] = 40_000,
         algo: Annotated[str, typer.Option(help="sac (RLPD-style) or ppo.")] = "sac",
         seed: Annotated[int, typer.Option()] = 0,
         eval_episodes: Annotated[int, typer.Option()] = 20,

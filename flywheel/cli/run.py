@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="Gradient steps per offline stage.")] = 2000,
         online_steps: Annotated[
             int, typer.Option(help="Online env-step budget per round.")
-        ] = 20_000,
+        ] = 40_000,
         refine_algo: Annotated[
             str, typer.Option(help="Online refinement: sac (improves) or ppo (fast, stays close).")
         ] = "sac",
@@ -125,7 +125,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="Gradient steps per offline stage.")] = 2000,
         online_steps: Annotated[
             int, typer.Option(help="Online env-step budget per refine.")
-        ] = 20_000,
+        ] = 40_000,
         eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per policy.")] = 50,
         json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     ) -> None:
