@@ -52,6 +52,21 @@ class TargetedConfig:
     """Seeds of the measurements (the same for every round: paired comparisons)."""
 
 
+def chunk_size(budget: int, open_targets: int, minimum: int) -> int:
+    """Env steps per chunk: the budget shared among the targets still under threshold, but no
+    less than `minimum` (capped at the budget).
+
+    Why the floor: each chunk is a fresh online run from the target's bundle, and SAC's actor
+    starts from scratch in every run (only the corpus carries over), taking ~20k lift steps to
+    get back to where it started. Chunks smaller than that mostly return their start, so with
+    many weak targets it is better to refine the weakest ones properly, weakest first, and
+    leave the rest to the next round.
+    """
+    if budget < 1 or minimum < 1:
+        raise ValueError(f"budget ({budget}) and minimum ({minimum}) must be at least 1")
+    return max(budget // max(1, open_targets), min(minimum, budget))
+
+
 def measure(t: Target, cfg: TargetedConfig) -> float:
     """Success rate of the target's current bundle."""
     actor = load_bundle(t.bundle, with_value=False).actor

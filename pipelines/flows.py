@@ -52,6 +52,9 @@ class RoundConfig:
     """Online refinement: `sac` (RLPD-style, corpus in every batch: on lift it took round 1 from
     0.70 to 0.90 where PPO gave 0.72) or `ppo` (~6x faster per env step, stays near the offline
     policy; see docs/learning.md)."""
+    online_chunk: int = 40_000
+    """Fewest env steps one task's refinement gets in a round (`flywheel.targeted.chunk_size`):
+    with several weak tasks, the weakest get this much each, not a slice too small to help."""
     target: float = 0.95
     """Success rate at which a task needs no more online refinement."""
     eval_episodes: int = 50
@@ -110,7 +113,7 @@ def refine_targets_task(bundles: dict[str, str], success: dict[str, float], cfg:
     from flywheel.corpus import Corpus
     from flywheel.online import RefineConfig, refine
     from flywheel.policies import load_bundle
-    from flywheel.targeted import Target, TargetedConfig, refine_targets
+    from flywheel.targeted import Target, TargetedConfig, chunk_size, refine_targets
 
     c = RoundConfig(**{**cfg, "tasks": tuple(cfg["tasks"])})
     corp = Corpus(corpus)
@@ -118,7 +121,7 @@ def refine_targets_task(bundles: dict[str, str], success: dict[str, float], cfg:
         Target(task=t, bundle=Path(b), env_fn=_env_fn(t), success=success[t])
         for t, b in bundles.items()
     ]
-    chunk = max(1, c.online_steps // max(1, sum(s < c.target for s in success.values())))
+    chunk = chunk_size(c.online_steps, sum(s < c.target for s in success.values()), c.online_chunk)
     tcfg = TargetedConfig(budget=c.online_steps, chunk=chunk, threshold=c.target, eval_episodes=c.eval_episodes, eval_seed=c.eval_seed)  # fmt: skip
 
     def refine_chunk(t: Target, steps: int) -> Path:

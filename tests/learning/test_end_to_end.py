@@ -19,7 +19,7 @@ from flywheel.evaluation import evaluate  # noqa: E402
 from flywheel.online import RefineConfig, refine  # noqa: E402
 from flywheel.ope import DynamicsConfig  # noqa: E402
 from flywheel.policies import NumpyPolicy, load_bundle  # noqa: E402
-from flywheel.targeted import Target, TargetedConfig, refine_targets  # noqa: E402
+from flywheel.targeted import Target, TargetedConfig, chunk_size, refine_targets  # noqa: E402
 from flywheel.training import OfflineConfig, train_offline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,16 @@ def test_targeted_refinement_works_weakest_first_and_retires_passed_targets(tmp_
     assert out["order"] == ["a", "b", "a"]  # weakest first; c never (already passing)
     assert out["env_steps"] == 30_000 and all(v["passed"] for v in out["targets"].values())
     assert out["targets"]["c"]["env_steps"] == 0
+
+
+def test_chunks_share_the_budget_but_never_go_below_the_floor():
+    assert chunk_size(120_000, 2, 40_000) == 60_000  # enough for both: shared
+    assert chunk_size(40_000, 2, 40_000) == 40_000  # not enough: the weakest gets all of it
+    assert chunk_size(40_000, 4, 10_000) == 10_000
+    assert chunk_size(1024, 1, 40_000) == 1024  # never more than the budget
+    assert chunk_size(1024, 0, 40_000) == 1024
+    with pytest.raises(ValueError, match="budget"):
+        chunk_size(0, 1, 40_000)
 
 
 def test_an_image_policy_goes_round_the_loop_in_the_sim(tmp_path):
