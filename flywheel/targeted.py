@@ -54,7 +54,7 @@ class TargetedConfig:
 
 def chunk_size(budget: int, open_targets: int, minimum: int) -> int:
     """Env steps per chunk: the budget shared among the targets still under threshold, but no
-    less than `minimum` (capped at the budget).
+    less than `minimum` (capped at the budget; a budget of 0 refines nothing).
 
     Why the floor: each chunk is a fresh online run from the target's bundle, and SAC's actor
     starts from scratch in every run (only the corpus carries over), taking ~20k lift steps to
@@ -62,8 +62,8 @@ def chunk_size(budget: int, open_targets: int, minimum: int) -> int:
     many weak targets it is better to refine the weakest ones properly, weakest first, and
     leave the rest to the next round.
     """
-    if budget < 1 or minimum < 1:
-        raise ValueError(f"budget ({budget}) and minimum ({minimum}) must be at least 1")
+    if budget < 0 or minimum < 1:
+        raise ValueError(f"the online budget ({budget}) must be at least 0 and the chunk floor ({minimum}) at least 1")  # fmt: skip
     return max(budget // max(1, open_targets), min(minimum, budget))
 
 

@@ -64,6 +64,10 @@ class RoundConfig:
     seed: int = 0
     """Base seed of collection and training."""
 
+    def __post_init__(self) -> None:
+        if self.online_steps < 0 or self.online_chunk < 1:
+            raise ValueError(f"online_steps ({self.online_steps}) must be at least 0 (0: no refinement) and online_chunk ({self.online_chunk}) at least 1")  # fmt: skip
+
 
 def _env_fn(task_name: str):
     import sim

@@ -46,6 +46,8 @@ def register(app: typer.Typer) -> None:
             check_refine_algo(refine_algo)
         except ValueError as e:
             raise typer.BadParameter(str(e), param_hint="--refine-algo") from None
+        if online_steps < 0:
+            raise typer.BadParameter(f"{online_steps} (0 skips refinement)", param_hint="--online-steps")  # fmt: skip
         home = flywheel_home().resolve()
         configure(home)
         from pipelines.flows import RoundConfig, flywheel_rounds

@@ -22,6 +22,14 @@ def test_an_unknown_refinement_algorithm_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "home" / "prefect").exists()  # `run` stopped before Prefect was set up
 
 
+def test_a_negative_online_budget_is_refused_before_any_work(tmp_path):
+    env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}
+    res = CliRunner().invoke(app, ["run", "--online-steps", "-5"], env=env)
+    assert res.exit_code == 2, res.output
+    assert "--online-steps" in res.output and "-5 (0 skips refinement)" in res.output
+    assert not (tmp_path / "home" / "prefect").exists()
+
+
 def test_refine_refuses_a_zero_budget_another_tasks_policy_and_a_folder_that_is_no_bundle(tmp_path):  # fmt: skip
     env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}  # no wrapping of long paths
     bundle = _reach_bundle(tmp_path / "reach-policy")

@@ -92,8 +92,11 @@ def test_chunks_share_the_budget_but_never_go_below_the_floor():
     assert chunk_size(40_000, 4, 10_000) == 10_000
     assert chunk_size(1024, 1, 40_000) == 1024  # never more than the budget
     assert chunk_size(1024, 0, 40_000) == 1024
-    with pytest.raises(ValueError, match="budget"):
-        chunk_size(0, 1, 40_000)
+    assert chunk_size(0, 2, 40_000) == 0  # --online-steps 0: no refinement
+    with pytest.raises(ValueError, match="online budget"):
+        chunk_size(-1, 1, 40_000)
+    with pytest.raises(ValueError, match="chunk floor"):
+        chunk_size(40_000, 1, 0)
 
 
 def test_an_image_policy_goes_round_the_loop_in_the_sim(tmp_path):
