@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -55,13 +56,16 @@ def toy_policy(path: Path, **kw) -> DeployedPolicy:
     return DeployedPolicy(bundle=b, runner=EagerRunner(b.actor), version=None, backend="eager")
 
 
-def slow_policy(policy: DeployedPolicy, delay_s: float) -> DeployedPolicy:
-    """`policy` with an inference that takes `delay_s` longer (deadline and watchdog tests)."""
+def slow_policy(policy: DeployedPolicy, delay_s: float, gate: threading.Event | None = None) -> DeployedPolicy:  # fmt: skip
+    """`policy` with an inference that takes `delay_s` longer (deadline and watchdog tests), or,
+    with a `gate`, that waits until the test sets it: "still busy" without a clock to race."""
 
     class Slow:
         backend, keys = "slow", policy.runner.keys
 
         def __call__(self, obs):
+            if gate is not None:
+                gate.wait(60)
             time.sleep(delay_s)
             return policy.runner(obs)
 
