@@ -94,7 +94,7 @@ def ingest_flow(home: str, drop: str | None = None, sources: list[str] | None = 
 
 
 @flow(name="retrain-latest")
-def retrain_latest(home: str, tasks: list[str], steps: int = 2000, eval_episodes: int = 50) -> dict[str, Any]:  # fmt: skip
+def retrain_latest(home: str, tasks: list[str], steps: int = RoundConfig.steps, eval_episodes: int = RoundConfig.eval_episodes) -> dict[str, Any]:  # fmt: skip
     """Retrain on the current snapshot; record it; emit `flywheel.retrain.completed`."""
     c = RoundConfig(tasks=tuple(tasks), steps=steps, eval_episodes=eval_episodes)
     out = retrain_flow(
@@ -106,7 +106,7 @@ def retrain_latest(home: str, tasks: list[str], steps: int = 2000, eval_episodes
 
 
 @flow(name="refine-latest")
-def refine_latest(home: str, online_steps: int = 40_000, eval_episodes: int = 50) -> dict[str, Any]:
+def refine_latest(home: str, online_steps: int = RoundConfig.online_steps, eval_episodes: int = RoundConfig.eval_episodes) -> dict[str, Any]:  # fmt: skip
     """Targeted refinement of the latest retrain; emit `flywheel.refine.completed`."""
     retrained = json.loads(_state(home, "retrain").read_text())
     cfg = RoundConfig(
