@@ -7,13 +7,10 @@ present" are a setting, not code paths spread over the algorithms.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import torch
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,9 +22,10 @@ class Runtime:
     threads: int = 1
     """torch intra-op threads on CPU (1: small networks gain nothing from more on 2 cores)."""
     compile: bool = False
-    """torch.compile the loss computations: on a quiet CPU core the IQL + improvement step went
-    from 19.1 to 15.5 ms (docs/benchmarks.md; no gain when the core is shared), at a one-time
-    cost of 10-30 s, so it is off by default and pays off for runs of tens of thousands of steps."""
+    """Compile each update into one graph (`algorithms/fused.py`): the IQL + improvement step
+    took ~0.7x the eager time on this CPU (docs/benchmarks.md), at a one-time cost of 10-60 s
+    per step function, so it is off by default and pays off for runs of tens of thousands of
+    steps."""
 
     def __post_init__(self) -> None:
         if self.device not in ("auto", "cpu", "cuda") or self.threads < 1:
@@ -55,9 +53,3 @@ class Runtime:
             "threads": self.threads,
             "compile": self.compile,
         }
-
-
-def maybe_compile(fn: F, enabled: bool) -> F:
-    """`torch.compile(fn)` when enabled (fusing the many small ops of a small-network step,
-    which dominate it on CPU), else `fn` unchanged."""
-    return torch.compile(fn, dynamic=False) if enabled else fn  # type: ignore[return-value]

@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from flywheel.algorithms.optim import FlatAdam
 from flywheel.corpus import TrainingCache, TransitionSampler
 
 Batch = dict[str, Any]
@@ -217,13 +216,13 @@ def to_device(algo: object, device: torch.device | str) -> None:
     """Move every network of an algorithm (its `nn.Module` attributes) to `device` in place.
 
     Call before the first update: the parameters keep their identity (`module.to` swaps their
-    data), and each `FlatAdam` then re-points them into flat buffers on the device.
+    data), and each optimiser `Step` then moves its state after them (`relink`).
     """
     for value in vars(algo).values():
         if isinstance(value, torch.nn.Module):
             value.to(device)
     for value in vars(algo).values():
-        if isinstance(value, FlatAdam):
+        if callable(getattr(value, "relink", None)):  # an optimiser `Step`
             value.relink()
 
 

@@ -15,9 +15,8 @@ import torch
 from torch import nn
 
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
-from flywheel.algorithms.optim import FlatAdam, gradient_step
+from flywheel.algorithms.optim import Metrics, adam_step
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec
-from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,16 +79,14 @@ class BC:
     ) -> None:
         self.config = cfg = config or BCConfig()
         self.actors = nn.ModuleList(GaussianActor(spec, normalizer) for _ in range(cfg.ensemble))
-        self.opt = FlatAdam(self.actors.parameters(), cfg.lr, weight_decay=cfg.weight_decay, decoupled=True)  # fmt: skip
-        self._losses = maybe_compile(self.losses, compile)
+        self.step = adam_step(self.losses, [self.actors], cfg.lr, compile=compile, max_norm=cfg.grad_clip, weight_decay=cfg.weight_decay, decoupled=True)  # fmt: skip
 
-    def losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         logps = torch.stack([a.log_prob(batch["obs"], batch["action"]) for a in self.actors])
         return bc_loss(logps, batch.get("weight"), self.config.diversity)
 
     def update(self, batch: Batch) -> dict[str, float]:
-        loss, metrics = self._losses(batch)
-        gradient_step(self.opt, loss, self.config.grad_clip)
+        loss, metrics = self.step(batch)
         return scalars({"loss": loss, **metrics})
 
     def best_member(self, batch: Batch) -> GaussianActor:
@@ -99,11 +96,11 @@ class BC:
         return self.actors[max(range(len(scores)), key=scores.__getitem__)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"actors": self.actors.state_dict(), "opt": self.opt.state_dict()}
+        return {"actors": self.actors.state_dict(), "opt": self.step.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.actors.load_state_dict(state["actors"])
-        self.opt.load_state_dict(state["opt"])
+        self.step.load_state_dict(state["opt"])
 
     def config_json(self) -> dict[str, Any]:
         return asdict(self.config)

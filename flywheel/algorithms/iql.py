@@ -23,9 +23,8 @@ from flywheel.algorithms.base import (
     scalars,
     soft_update,
 )
-from flywheel.algorithms.optim import FlatAdam, gradient_step
+from flywheel.algorithms.optim import Metrics, adam_step
 from flywheel.policies import DoubleQ, Normalizer, PolicySpec, ValueNet
-from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,13 +87,12 @@ class IQLCritic:
         self.q = DoubleQ(spec, normalizer, layer_norm=cfg.layer_norm)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.v = ValueNet(spec, normalizer, layer_norm=cfg.layer_norm)
-        # one optimiser over both: Q and V share no parameters, so the summed loss gives each
-        # exactly its own gradient, with one backward pass and one fused Adam step
-        self.opt = FlatAdam([*self.q.parameters(), *self.v.parameters()], cfg.lr)
-        self._losses = maybe_compile(self.losses, compile)
+        # one step over both: Q and V share no parameters, so the summed loss gives each exactly
+        # its own gradient, with one backward pass and one Adam step
+        self.step = adam_step(self.losses, [self.q, self.v], cfg.lr, compile=compile, after=self.average_target)  # fmt: skip
 
-    def losses(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(V loss, Q loss, Q values); V(s') is taken before this step's update (as in CORL)."""
+    def losses(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
+        """V loss + Q loss; V(s') is taken before this step's update (as in CORL)."""
         cfg = self.config
         obs, act = batch["obs"], batch["action"]
         with torch.no_grad():
@@ -104,13 +102,13 @@ class IQLCritic:
         q = self.q(obs, act)
         reward = absorbing_reward(batch["reward"], batch["done"], cfg.discount, enabled=cfg.absorbing_terminal)  # fmt: skip
         lq = q_loss(q, reward, batch["done"], v_next, cfg.discount)
-        return lv, lq, q
+        return lv + lq, {"v_loss": lv, "q_loss": lq, "q_mean": q.detach().mean()}
+
+    def average_target(self) -> None:
+        soft_update(self.q_target, self.q, self.config.target_tau)
 
     def update(self, batch: Batch) -> dict[str, float]:
-        lv, lq, q = self._losses(batch)
-        gradient_step(self.opt, lv + lq)
-        soft_update(self.q_target, self.q, self.config.target_tau)
-        return scalars({"v_loss": lv, "q_loss": lq, "q_mean": q.detach().mean()})
+        return scalars(self.step(batch)[1])
 
     @torch.no_grad()
     def advantage(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
@@ -126,12 +124,13 @@ class IQLCritic:
             "q": self.q.state_dict(),
             "q_target": self.q_target.state_dict(),
             "v": self.v.state_dict(),
-            "opt": self.opt.state_dict(),
+            "opt": self.step.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for k in ("q", "q_target", "v", "opt"):
+        for k in ("q", "q_target", "v"):
             getattr(self, k).load_state_dict(state[k])
+        self.step.load_state_dict(state["opt"])
 
     def config_json(self) -> dict[str, Any]:
         return asdict(self.config)

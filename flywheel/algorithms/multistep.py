@@ -19,9 +19,8 @@ import torch
 
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.iql import IQLCritic
-from flywheel.algorithms.optim import FlatAdam, gradient_step
+from flywheel.algorithms.optim import Metrics, adam_step
 from flywheel.policies import GaussianActor
-from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,14 +129,16 @@ class MultiStepImprover:
         self.critic = critic
         self.actor = copy.deepcopy(actor)
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
-        self.opt = FlatAdam(self.actor.parameters(), cfg.lr)
-        self._losses = maybe_compile(self.losses, compile)
+        self.step = adam_step(self.losses, [self.actor], cfg.lr, compile=compile, max_norm=cfg.grad_clip)  # fmt: skip
 
-    def losses(self, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
-        """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss."""
+    def losses(self, obs: Mapping[str, torch.Tensor], noise: torch.Tensor) -> tuple[torch.Tensor, Metrics]:  # fmt: skip
+        """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss.
+
+        `noise` (B, A) is standard normal: the action is pi_old's mean + std * noise.
+        """
         with torch.no_grad():
             d_old = self.accepted.dist(obs)
-            a = d_old.sample()  # (B, A)
+            a = d_old.mean + d_old.std * noise  # (B, A)
             logp_old = d_old.log_prob(a)
             adv = self.critic.advantage(obs, a)
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -145,9 +146,9 @@ class MultiStepImprover:
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
-        loss, metrics = self._losses(batch["obs"])
-        self.opt.lr = cfg.lr * max(0.0, 1.0 - self.opt.steps / cfg.steps)  # linear decay to 0
-        gradient_step(self.opt, loss, cfg.grad_clip)
+        self.step.lr = cfg.lr * max(0.0, 1.0 - self.step.steps / cfg.steps)  # linear decay to 0
+        # the noise is drawn here, outside a compiled step: same random stream either way
+        loss, metrics = self.step(batch["obs"], torch.randn_like(batch["action"]))
         return scalars({"loss": loss, **metrics})
 
     def accept(self) -> None:
@@ -158,13 +159,13 @@ class MultiStepImprover:
         return {
             "actor": self.actor.state_dict(),
             "accepted": self.accepted.state_dict(),
-            "opt": self.opt.state_dict(),
+            "opt": self.step.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.accepted.load_state_dict(state["accepted"])
-        self.opt.load_state_dict(state["opt"])
+        self.step.load_state_dict(state["opt"])
 
     def config_json(self) -> dict[str, Any]:
         return asdict(self.config)

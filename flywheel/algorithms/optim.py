@@ -15,11 +15,16 @@ functional form of `torch.optim.Adam`), so the numbers match torch's optimiser (
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 from torch.optim.adam import adam as adam_update
+
+Metrics = dict[str, torch.Tensor]
+LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
+"""A pure loss: tensors in, (loss, metrics as tensors) out."""
 
 
 class FlatAdam:
@@ -116,10 +121,7 @@ class FlatAdam:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "exp_avg" not in state:  # torch.optim's layout: a checkpoint from before FlatAdam
-            raise ValueError("optimiser state in torch.optim's format, written by an older flywheel: delete the run's checkpoint to start it again")  # fmt: skip
-        if state["exp_avg"].shape != self.flat.shape:
-            raise ValueError(f"optimiser state for {state['exp_avg'].numel()} parameters, this one has {self.flat.numel()}")  # fmt: skip
+        check_adam_state(state, self.flat.numel())
         self.steps, self.lr = int(state["steps"]), float(state["lr"])
         self.exp_avg.copy_(state["exp_avg"])
         self.exp_avg_sq.copy_(state["exp_avg_sq"])
@@ -132,3 +134,72 @@ def gradient_step(opt: FlatAdam, loss: torch.Tensor, max_norm: float | None = No
     if max_norm is not None:
         opt.clip_grad_norm_(max_norm)
     opt.step()
+
+
+def check_adam_state(state: dict[str, Any], numel: int) -> None:
+    """Refuse an optimiser checkpoint that is not ours or not for these parameters."""
+    if "exp_avg" not in state:  # torch.optim's layout: a checkpoint from before FlatAdam
+        raise ValueError("optimiser state in torch.optim's format, written by an older flywheel: delete the run's checkpoint to start it again")  # fmt: skip
+    if state["exp_avg"].numel() != numel:
+        raise ValueError(f"optimiser state for {state['exp_avg'].numel()} parameters, this one has {numel}")  # fmt: skip
+
+
+class Step(Protocol):
+    """One optimisation step of some modules on a loss: what every algorithm's update calls.
+
+    `step(*args)` runs `loss_fn(*args) -> (loss, metrics)`, takes the gradient of the trained
+    modules' parameters only (networks the loss merely passes through get none), clips its
+    norm, applies Adam and then `after()` (e.g. target-network averaging); it returns the loss
+    and metrics as tensors. `lr` may be changed between steps (a schedule sets it).
+    """
+
+    lr: float
+    steps: int
+
+    def __call__(self, *args: Any) -> tuple[torch.Tensor, Metrics]: ...
+    def relink(self) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class EagerStep(FlatAdam):
+    """The step op by op: the loss, then `FlatAdam` on the modules' parameters."""
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        modules: Sequence[nn.Module],
+        lr: float,
+        *,
+        max_norm: float | None = None,
+        after: Callable[[], None] | None = None,
+        **adam: Any,
+    ) -> None:
+        super().__init__([p for m in modules for p in m.parameters()], lr, **adam)
+        self.loss_fn, self.max_norm, self.after = loss_fn, max_norm, after
+
+    def __call__(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
+        loss, metrics = self.loss_fn(*args)
+        gradient_step(self, loss, self.max_norm)
+        if self.after is not None:
+            with torch.no_grad():
+                self.after()
+        return loss.detach(), metrics
+
+
+def adam_step(
+    loss_fn: LossFn,
+    modules: Sequence[nn.Module],
+    lr: float,
+    *,
+    compile: bool = False,
+    max_norm: float | None = None,
+    after: Callable[[], None] | None = None,
+    **adam: Any,
+) -> Step:
+    """An Adam `Step` of `modules` on `loss_fn`: eager, or one compiled graph (`fused.py`)."""
+    if not compile:
+        return EagerStep(loss_fn, modules, lr, max_norm=max_norm, after=after, **adam)
+    from flywheel.algorithms.fused import FusedStep  # torch.func and Dynamo only when asked
+
+    return FusedStep(loss_fn, modules, lr, max_norm=max_norm, after=after, **adam)

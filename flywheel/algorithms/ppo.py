@@ -17,9 +17,8 @@ import torch
 
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.multistep import ppo_clip_loss
-from flywheel.algorithms.optim import FlatAdam, gradient_step
+from flywheel.algorithms.optim import Metrics, adam_step
 from flywheel.policies import GaussianActor, ValueNet
-from flywheel.runtime import maybe_compile
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,20 +112,20 @@ class PPO:
     ) -> None:
         self.config = cfg = config or PPOConfig()
         self.actor, self.value = actor, value
-        # actor and value share no parameters, so each has its own fused Adam and its own pass
+        # actor and value share no parameters, so each has its own Adam step and its own pass
         # over a rollout: the two passes can run side by side (`fit`). The normaliser is a
         # buffer, so no optimiser sees it (frozen).
-        self.actor_opt = FlatAdam(self.actor.parameters(), cfg.actor_lr, eps=cfg.adam_eps)
-        self.value_opt = FlatAdam(self.value.parameters(), cfg.critic_lr, eps=cfg.adam_eps)
+        clip = cfg.grad_clip
+        self.actor_step = adam_step(self.actor_losses, [actor], cfg.actor_lr, compile=compile, max_norm=clip, eps=cfg.adam_eps)  # fmt: skip
+        self.value_step = adam_step(self.critic_loss, [value], cfg.critic_lr, compile=compile, max_norm=clip, eps=cfg.adam_eps)  # fmt: skip
         self.rollouts = 0
-        self._actor_losses = maybe_compile(self.actor_losses, compile)
-        self._critic_loss = maybe_compile(self.critic_loss, compile)
 
-    def critic_loss(self, batch: Batch) -> torch.Tensor:
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """Regression of V on the rollout's returns (`value_loss`)."""
-        return value_loss(self.value(batch["obs"]), batch["v_old"], batch["ret"], self.config.value_clip)  # fmt: skip
+        lv = value_loss(self.value(batch["obs"]), batch["v_old"], batch["ret"], self.config.value_clip)  # fmt: skip
+        return lv, {}
 
-    def actor_losses(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_losses(self, batch: Batch) -> tuple[torch.Tensor, Metrics]:
         """The clipped surrogate on normalised advantages, minus the entropy bonus."""
         cfg = self.config
         adv = batch["adv"]
@@ -137,14 +136,10 @@ class PPO:
         return lp - cfg.entropy * ent, {"policy_loss": lp, "entropy": ent, **m}
 
     def update_value(self, batch: Batch) -> dict[str, float]:
-        lv = self._critic_loss(batch)
-        gradient_step(self.value_opt, lv, self.config.grad_clip)
-        return {"value_loss": lv.item()}
+        return {"value_loss": self.value_step(batch)[0].item()}
 
     def update_actor(self, batch: Batch) -> dict[str, float]:
-        loss, metrics = self._actor_losses(batch)
-        gradient_step(self.actor_opt, loss, self.config.grad_clip)
-        return scalars(metrics)
+        return scalars(self.actor_step(batch)[1])
 
     @property
     def with_actor(self) -> bool:
@@ -180,14 +175,16 @@ class PPO:
         return {
             "actor": self.actor.state_dict(),
             "value": self.value.state_dict(),
-            "actor_opt": self.actor_opt.state_dict(),
-            "value_opt": self.value_opt.state_dict(),
+            "actor_opt": self.actor_step.state_dict(),
+            "value_opt": self.value_step.state_dict(),
             "rollouts": self.rollouts,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for k in ("actor", "value", "actor_opt", "value_opt"):
-            getattr(self, k).load_state_dict(state[k])
+        self.actor.load_state_dict(state["actor"])
+        self.value.load_state_dict(state["value"])
+        self.actor_step.load_state_dict(state["actor_opt"])
+        self.value_step.load_state_dict(state["value_opt"])
         self.rollouts = int(state["rollouts"])
 
     def config_json(self) -> dict[str, Any]:

@@ -1,0 +1,159 @@
+"""A whole gradient step as one compiled graph: loss, gradient, clipping, Adam, target averaging.
+
+Why: with `torch.compile` on the loss alone (what `Runtime.compile` did before), the IQL
+critic + multi-step improvement step ran no faster than eager on this 2-core CPU (15.4 vs
+15.6 ms): the backward pass, the gradient gather, clipping, Adam and the Polyak update stayed
+op-by-op Python around the compiled forward. Traced whole, with the gradient from `torch.func`
+(Dynamo cannot trace `torch.autograd.grad`), the same step took 11.3-11.7 ms, ~7 of them the
+matmuls (docs/benchmarks.md, "Learning").
+
+Two layouts were measured slower and are avoided here:
+- parameters as views of one flat buffer (`FlatAdam`'s layout): the gradient of the flat
+  tensor, or a `cat` of the per-tensor gradients, becomes one element-wise kernel with a chain
+  of bounds checks per element (1.1-1.6 ms per step), and in-place writes into slices of it
+  became masked scatter kernels (5 ms);
+- random numbers drawn inside the graph (Inductor's `randn` ran 16-wide over 4 actions, 0.33 ms
+  per step): callers draw noise outside and pass it in, which also keeps eager and compiled
+  on the same random stream.
+
+So the moments are one tensor per parameter, the step counter and learning rate are 0-d
+tensors (a changed float would recompile), and the checkpoint format is `FlatAdam`'s, so a run
+may resume with compilation switched on or off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
+from flywheel.algorithms.optim import LossFn, Metrics, check_adam_state
+
+
+class _Calls(nn.Module):
+    """Holds the trained modules so `functional_call` can swap their parameters for a call of
+    `fn`, which reaches them through its own references (`self.q`, ...)."""
+
+    def __init__(self, fn: LossFn, modules: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.trained = nn.ModuleList(modules)
+
+    def forward(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
+        return self.fn(*args)
+
+
+def adam_(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avg: list[torch.Tensor],
+    exp_avg_sq: list[torch.Tensor],
+    step: torch.Tensor,
+    lr: torch.Tensor,
+    *,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    decoupled: bool,
+) -> None:
+    """Adam / AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) in place, as torch.optim's."""
+    b1, b2 = betas
+    step.add_(1)
+    bc1 = 1 - b1**step
+    bc2_sqrt = (1 - b2**step).sqrt()
+    for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq, strict=True):
+        if weight_decay and decoupled:
+            p.mul_(1 - lr * weight_decay)
+        elif weight_decay:
+            g = g + weight_decay * p
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        p.sub_((lr / bc1) * m / (v.sqrt() / bc2_sqrt + eps))
+
+
+class FusedStep:
+    """`EagerStep`'s contract (see `optim.py`), compiled on the first call into one graph."""
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        modules: Sequence[nn.Module],
+        lr: float,
+        *,
+        max_norm: float | None = None,
+        after: Callable[[], None] | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> None:
+        self._calls = _Calls(loss_fn, modules)
+        named = [(n, p) for n, p in self._calls.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("FusedStep needs at least one parameter that requires grad")
+        self._names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        self.max_norm, self.after = max_norm, after
+        self._adam = {"betas": betas, "eps": eps, "weight_decay": weight_decay, "decoupled": decoupled}  # fmt: skip
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self._step = torch.zeros((), device=self.params[0].device)
+        self._lr = torch.tensor(float(lr), device=self.params[0].device)
+        self.steps = 0
+        self._graph = torch.compile(self._whole_step, dynamic=False, fullgraph=True)
+
+    @property
+    def lr(self) -> float:
+        return float(self._lr)
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr.fill_(value)
+
+    def _whole_step(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
+        def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Metrics]:
+            return functional_call(self._calls, params, args)
+
+        grads, (value, metrics) = grad_and_value(loss, has_aux=True)(
+            dict(zip(self._names, self.params, strict=True))
+        )
+        g = list(grads.values())
+        with torch.no_grad():
+            if self.max_norm is not None:  # as clip_grad_norm_: scale the whole gradient
+                norm = torch.stack([x.pow(2).sum() for x in g]).sum().sqrt()
+                scale = (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+                g = [x * scale for x in g]
+            adam_(self.params, g, self.exp_avg, self.exp_avg_sq, self._step, self._lr, **self._adam)  # fmt: skip
+            if self.after is not None:
+                self.after()
+        return value.detach(), {k: v.detach() for k, v in metrics.items()}
+
+    def __call__(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
+        out = self._graph(*args)
+        self.steps += 1
+        return out
+
+    def relink(self) -> None:
+        """After the modules moved device: the moments follow the parameters."""
+        dev = self.params[0].device
+        self.exp_avg = [m.to(dev) for m in self.exp_avg]
+        self.exp_avg_sq = [v.to(dev) for v in self.exp_avg_sq]
+        self._step, self._lr = self._step.to(dev), self._lr.to(dev)
+
+    def state_dict(self) -> dict[str, Any]:
+        """`FlatAdam`'s format: moments flattened in parameter order."""
+        flat = lambda xs: torch.cat([x.detach().reshape(-1) for x in xs])  # noqa: E731
+        return {"steps": self.steps, "lr": self.lr, "exp_avg": flat(self.exp_avg), "exp_avg_sq": flat(self.exp_avg_sq)}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_adam_state(state, sum(p.numel() for p in self.params))
+        with torch.no_grad():
+            for mine, key in ((self.exp_avg, "exp_avg"), (self.exp_avg_sq, "exp_avg_sq")):
+                pieces = state[key].to(mine[0].device).split([x.numel() for x in mine])
+                for x, piece in zip(mine, pieces, strict=True):
+                    x.copy_(piece.view_as(x))
+        self.steps, self.lr = int(state["steps"]), float(state["lr"])
+        self._step.fill_(float(self.steps))
