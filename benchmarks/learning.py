@@ -117,12 +117,21 @@ def offline_speed(quick: bool, tmp: Path) -> None:
     med = statistics.median
     p = {k: med(v) if v else None for k, v in peer.items()}
     info = {"batch": 256, "hidden": [256, 256], "transitions": cache.num_steps, "threads": 1}
+
+    def paired(ours: list[float], theirs: list[float]) -> dict[str, float]:
+        """Median of the per-repeat ratios: each pair ran minutes apart at most, while the
+        machine's speed drifts by tens of percent over a run."""
+        if len(ours) != len(theirs) or not theirs:
+            return {}
+        return {"ratio_paired_median": round(med([a / b for a, b in zip(ours, theirs, strict=True)]), 4)}
+
     for mode, (_, _, compile_s) in fns.items():
         extra = {**info, "mode": mode, "compile_s": round(compile_s, 1)}
-        emit("sec_per_1k_steps_bc", med(mine[f"{mode}_bc"]), "d3rlpy-2.8.1-bc", p["bc"], **extra)
-        emit("sec_per_1k_steps_iql_critic_plus_policy", med(mine[f"{mode}_iql"]), "d3rlpy-2.8.1-iql", p["iql"],
-             floor_ratio_max=0.5, **extra)  # fmt: skip
-        emit("sec_per_1k_steps_iql_critic_plus_policy", med(mine[f"{mode}_iql"]), "d3rlpy-2.8.1-td3bc", p["td3bc"], **extra)  # fmt: skip
+        bc, iql = mine[f"{mode}_bc"], mine[f"{mode}_iql"]
+        emit("sec_per_1k_steps_bc", med(bc), "d3rlpy-2.8.1-bc", p["bc"], **paired(bc, peer["bc"]), **extra)  # fmt: skip
+        emit("sec_per_1k_steps_iql_critic_plus_policy", med(iql), "d3rlpy-2.8.1-iql", p["iql"],
+             floor_ratio_max=0.5, **paired(iql, peer["iql"]), **extra)  # fmt: skip
+        emit("sec_per_1k_steps_iql_critic_plus_policy", med(iql), "d3rlpy-2.8.1-td3bc", p["td3bc"], **paired(iql, peer["td3bc"]), **extra)  # fmt: skip
     if not peers.available():
         print("d3rlpy skipped: run `bash scripts/bench_env.sh`", file=sys.stderr)
 

@@ -95,10 +95,21 @@ class OfflineSource:
 
     def __post_init__(self) -> None:
         self._sampler = TransitionSampler(self.cache, seed=self.seed, weights=self.weights)
+        # the cache as tensors once (float32; camera frames stay uint8 and are shared, not
+        # copied): a batch is then one `index_select` per key instead of a numpy gather and a
+        # conversion per key, 0.38 -> ~0.1 ms for a low-dim batch of 256 (twice per step of
+        # the retrain, whose whole step is ~12 ms compiled)
+        c = self.cache
+        self._rows = to_torch({**c.obs, **c.images})
+        self._steps = to_torch({"action": c.action, "reward": c.reward, "done": c.terminated, "truncated": c.truncated})  # fmt: skip
 
     def sample(self, batch_size: int) -> Batch:
+        """(s, a, r, s', done, truncated) rows, as `TransitionSampler.sample` draws them."""
         self._sampler.batch_size = batch_size
-        return to_torch(self._sampler.sample(), self.device)
+        j_np = self._sampler.indices()
+        j, o = torch.from_numpy(j_np), torch.from_numpy(self._sampler.obs_rows(j_np))
+        pick = lambda ts, i: {k: t.index_select(0, i).to(self.device) for k, t in ts.items()}  # noqa: E731
+        return {"obs": pick(self._rows, o), "next_obs": pick(self._rows, o + 1), **pick(self._steps, j)}  # fmt: skip
 
     def rng_state(self) -> dict[str, Any]:
         return self._sampler._rng.bit_generator.state

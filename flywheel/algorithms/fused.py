@@ -16,13 +16,14 @@ Two layouts were measured slower and are avoided here:
   per step): callers draw noise outside and pass it in, which also keeps eager and compiled
   on the same random stream.
 
-So the moments are one tensor per parameter, the step counter and learning rate are 0-d
-tensors (a changed float would recompile), and the checkpoint format is `FlatAdam`'s, so a run
+So the moments are one tensor per parameter, the learning rate and step count reach the graph
+as a tensor of Adam's coefficients (a changed float would recompile), and the checkpoint format is `FlatAdam`'s, so a run
 may resume with compilation switched on or off.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,27 +52,28 @@ def adam_(
     grads: list[torch.Tensor],
     exp_avg: list[torch.Tensor],
     exp_avg_sq: list[torch.Tensor],
-    step: torch.Tensor,
-    lr: torch.Tensor,
+    coef: torch.Tensor,
     *,
     betas: tuple[float, float],
     eps: float,
     weight_decay: float,
     decoupled: bool,
 ) -> None:
-    """Adam / AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) in place, as torch.optim's."""
+    """Adam / AdamW (Kingma & Ba 2015; Loshchilov & Hutter 2019) in place, as torch.optim's.
+
+    `coef` = (lr / (1 - b1^t), sqrt(1 - b2^t), 1 - lr * weight_decay), computed by the caller:
+    inside the graph, Inductor recomputed the two powers once per 16 elements of every tensor.
+    """
     b1, b2 = betas
-    step.add_(1)
-    bc1 = 1 - b1**step
-    bc2_sqrt = (1 - b2**step).sqrt()
+    step_size, bc2_sqrt, decay = coef.unbind()
     for p, g, m, v in zip(params, grads, exp_avg, exp_avg_sq, strict=True):
         if weight_decay and decoupled:
-            p.mul_(1 - lr * weight_decay)
+            p.mul_(decay)
         elif weight_decay:
             g = g + weight_decay * p
         m.lerp_(g, 1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
-        p.sub_((lr / bc1) * m / (v.sqrt() / bc2_sqrt + eps))
+        p.sub_(step_size * m / (v.sqrt() / bc2_sqrt + eps))
 
 
 class FusedStep:
@@ -100,18 +102,9 @@ class FusedStep:
         self._adam = {"betas": betas, "eps": eps, "weight_decay": weight_decay, "decoupled": decoupled}  # fmt: skip
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        self._step = torch.zeros((), device=self.params[0].device)
-        self._lr = torch.tensor(float(lr), device=self.params[0].device)
-        self.steps = 0
+        self._coef = torch.zeros(3, device=self.params[0].device)  # see `adam_`
+        self.lr, self.steps = float(lr), 0
         self._graph = torch.compile(self._whole_step, dynamic=False, fullgraph=True)
-
-    @property
-    def lr(self) -> float:
-        return float(self._lr)
-
-    @lr.setter
-    def lr(self, value: float) -> None:
-        self._lr.fill_(value)
 
     def _whole_step(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
         def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Metrics]:
@@ -126,14 +119,17 @@ class FusedStep:
                 norm = torch.stack([x.pow(2).sum() for x in g]).sum().sqrt()
                 scale = (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
                 g = [x * scale for x in g]
-            adam_(self.params, g, self.exp_avg, self.exp_avg_sq, self._step, self._lr, **self._adam)  # fmt: skip
+            adam_(self.params, g, self.exp_avg, self.exp_avg_sq, self._coef, **self._adam)
             if self.after is not None:
                 self.after()
         return value.detach(), {k: v.detach() for k, v in metrics.items()}
 
     def __call__(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
+        (b1, b2), t = self._adam["betas"], self.steps + 1
+        coef = (self.lr / (1 - b1**t), math.sqrt(1 - b2**t), 1 - self.lr * self._adam["weight_decay"])  # fmt: skip
+        self._coef.copy_(torch.tensor(coef))  # a tensor input: a new value needs no recompile
         out = self._graph(*args)
-        self.steps += 1
+        self.steps = t
         return out
 
     def relink(self) -> None:
@@ -141,7 +137,7 @@ class FusedStep:
         dev = self.params[0].device
         self.exp_avg = [m.to(dev) for m in self.exp_avg]
         self.exp_avg_sq = [v.to(dev) for v in self.exp_avg_sq]
-        self._step, self._lr = self._step.to(dev), self._lr.to(dev)
+        self._coef = self._coef.to(dev)
 
     def state_dict(self) -> dict[str, Any]:
         """`FlatAdam`'s format: moments flattened in parameter order."""
@@ -156,4 +152,3 @@ class FusedStep:
                 for x, piece in zip(mine, pieces, strict=True):
                     x.copy_(piece.view_as(x))
         self.steps, self.lr = int(state["steps"]), float(state["lr"])
-        self._step.fill_(float(self.steps))

@@ -48,11 +48,15 @@ class TransitionSampler:
             return self._rng.integers(0, n, size=self.batch_size)
         return self._rng.choice(n, size=self.batch_size, p=self._p)
 
+    def obs_rows(self, j: np.ndarray) -> np.ndarray:
+        """(B,) observation rows of action rows `j` (s' of a step is the row after)."""
+        return self._obs_of_step[j]
+
     def sample(self, j: np.ndarray | None = None) -> dict[str, object]:
         """A batch: obs/next_obs dicts (B, *shape) of low-dim keys and cameras, action (B, A),
         reward/done/truncated (B,)."""
         j = self.indices() if j is None else j
-        o = self._obs_of_step[j]
+        o = self.obs_rows(j)
         c = self.cache
         views = {**c.obs, **c.images}  # camera frames sit beside low-dim keys
         return {

@@ -42,7 +42,7 @@ def _norm(cache, spec) -> Normalizer:
     return Normalizer.from_stats(spec.obs_shapes, cache.stats)
 
 
-def _make(name, cache):
+def _make(name, cache, *, compile=False):
     torch.manual_seed(0)
     spec = _spec(cache)
     norm = _norm(cache, spec)
@@ -62,6 +62,7 @@ def _make(name, cache):
             GaussianActor(spec, norm),
             ValueNet(spec, norm),
             PPOConfig(critic_warmup=0, critic_lr=1e-3, value_clip=10.0),
+            compile=compile,
         ), "value_loss"
     if name == "sac":
         return SAC(spec, norm, SACConfig(lr=1e-3)), "q_loss"
@@ -141,6 +142,21 @@ def test_ppo_value_and_actor_passes_in_two_threads_equal_one_after_the_other(tin
     algo.rollouts, algo.config = 0, PPOConfig(critic_warmup=1)
     assert "policy_loss" not in algo.fit(mbs, parallel=True)  # warm-up: V only
     assert all(torch.equal(a, b) for a, b in zip(moved, algo.actor.parameters(), strict=True))
+
+
+@pytest.mark.slow
+def test_compiled_ppo_in_two_threads_takes_the_eager_steps(tiny_cache):
+    """Each thread compiles and runs its own step graph (actor / value) on first use."""
+    nets = {}
+    for compile in (False, True):
+        algo, _ = _make("ppo", tiny_cache, compile=compile)
+        source = OfflineSource(tiny_cache, seed=0)
+        mbs = [_ppo_batch(algo, source.sample(64)) for _ in range(5)] + [_ppo_batch(algo, source.sample(40))]  # fmt: skip
+        algo.fit(mbs, parallel=compile)  # the last, smaller minibatch: a second graph
+        algo.fit(mbs, parallel=compile)
+        nets[compile] = [p.detach().clone() for p in (*algo.actor.parameters(), *algo.value.parameters())]  # fmt: skip
+    for a, b in zip(nets[False], nets[True], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_bc_ensemble_diversity_term_pushes_members_apart():
