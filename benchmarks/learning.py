@@ -123,7 +123,9 @@ def offline_speed(quick: bool, tmp: Path) -> None:
         machine's speed drifts by tens of percent over a run."""
         if len(ours) != len(theirs) or not theirs:
             return {}
-        return {"ratio_paired_median": round(med([a / b for a, b in zip(ours, theirs, strict=True)]), 4)}
+        return {
+            "ratio_paired_median": round(med([a / b for a, b in zip(ours, theirs, strict=True)]), 4)
+        }
 
     for mode, (_, _, compile_s) in fns.items():
         extra = {**info, "mode": mode, "compile_s": round(compile_s, 1)}

@@ -24,7 +24,9 @@ may resume with compilation switched on or off.
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Sequence
+from types import CodeType, FunctionType
 from typing import Any
 
 import torch
@@ -76,6 +78,24 @@ def adam_(
         p.sub_(step_size * m / (v.sqrt() / bc2_sqrt + eps))
 
 
+_STEP_CODE: dict[CodeType, FunctionType] = {}
+
+
+def _whole_step_for(loss_fn: LossFn) -> FunctionType:
+    """`FusedStep._whole_step` with its own code object for each loss function.
+
+    Dynamo keeps the graphs it compiled for a function on its code object, at most 8 of them
+    (`recompile_limit`), and runs the function eagerly beyond that, with only a warning. With
+    one code object for every algorithm's step, a process that trains BC, IQL, the improvement
+    and PPO, each with a batch size or two, would run out. Steps of the same loss share graphs:
+    parameters are graph inputs, so a new learner of the same shape reuses them (tested)."""
+    key = getattr(loss_fn, "__func__", loss_fn).__code__
+    if key not in _STEP_CODE:
+        f = FusedStep._whole_step
+        _STEP_CODE[key] = FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)  # fmt: skip
+    return _STEP_CODE[key]
+
+
 class FusedStep:
     """`EagerStep`'s contract (see `optim.py`), compiled on the first call into one graph."""
 
@@ -104,7 +124,8 @@ class FusedStep:
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self._coef = torch.zeros(3, device=self.params[0].device)  # see `adam_`
         self.lr, self.steps = float(lr), 0
-        self._graph = torch.compile(self._whole_step, dynamic=False, fullgraph=True)
+        step = types.MethodType(_whole_step_for(loss_fn), self)
+        self._graph = torch.compile(step, dynamic=False, fullgraph=True)
 
     def _whole_step(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
         def loss(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Metrics]:

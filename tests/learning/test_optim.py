@@ -125,3 +125,19 @@ def test_a_run_resumes_from_either_step_into_the_other():
     assert back.step.steps == 10
     with pytest.raises(ValueError, match="optimiser state for"):
         back.step.load_state_dict(FlatAdam(nn.Linear(2, 2).parameters(), 1e-3).state_dict())
+
+
+def test_a_second_compiled_learner_trains_its_own_networks():
+    """Learners of the same shape share compiled graphs (parameters are graph inputs)."""
+    first = _Learner(compile=True, decoupled=False)
+    first.run(range(3))
+    kept = copy.deepcopy(first.net.state_dict())
+    second, eager = (
+        _Learner(compile=True, decoupled=False),
+        _Learner(compile=False, decoupled=False),
+    )
+    torch.testing.assert_close(second.run(range(6)), eager.run(range(6)), rtol=1e-5, atol=1e-5)
+    for k, v in first.net.state_dict().items():
+        assert torch.equal(v, kept[k])
+    for x, y in zip(second.target.parameters(), eager.target.parameters(), strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
