@@ -24,9 +24,8 @@ may resume with compilation switched on or off.
 from __future__ import annotations
 
 import math
-import types
 from collections.abc import Callable, Sequence
-from types import CodeType, FunctionType
+from types import CodeType, FunctionType, MethodType
 from typing import Any
 
 import torch
@@ -124,7 +123,7 @@ class FusedStep:
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self._coef = torch.zeros(3, device=self.params[0].device)  # see `adam_`
         self.lr, self.steps = float(lr), 0
-        step = types.MethodType(_whole_step_for(loss_fn), self)
+        step = MethodType(_whole_step_for(loss_fn), self)
         self._graph = torch.compile(step, dynamic=False, fullgraph=True)
 
     def _whole_step(self, *args: Any) -> tuple[torch.Tensor, Metrics]:
