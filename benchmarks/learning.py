@@ -23,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -48,6 +49,7 @@ from flywheel.policies import (
     load_bundle,
     save_bundle,
 )
+from flywheel.runtime import Runtime
 
 
 def emit(metric: str, ours: float, anchor: str, anchor_value: float | None, **extra) -> None:
@@ -165,7 +167,8 @@ def online_speed(quick: bool, tmp: Path) -> None:
     The three runs alternate, `reps` times per env, and the figures are medians: this machine's
     speed drifts by tens of percent from minute to minute, so back-to-back blocks of one
     learner and then the other would measure the drift. `ratio_median` is the median of the
-    per-repeat ratios (each pair ran a minute apart at most).
+    per-repeat ratios (each pair ran a minute apart at most). Ours runs eager (the default)
+    and compiled (`Runtime.compile`: each update one graph); each `mode` is compared with both.
     """
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.env_util import make_vec_env
@@ -184,14 +187,16 @@ def online_speed(quick: bool, tmp: Path) -> None:
     ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
     cfg = RefineConfig(algo="ppo", env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
                        env_workers=workers, ppo=ppo)  # fmt: skip
+    modes = {"eager": cfg, "compiled": replace(cfg, runtime=Runtime(compile=True))}
     for name, fn in envs.items():
         bundle = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
         policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
-        runs: dict[str, list[tuple[float, float]]] = {"ours": [], "dummy": [], "subproc": []}
+        runs: dict[str, list[tuple[float, float]]] = {m: [] for m in (*modes, "dummy", "subproc")}
         for rep in range(reps):
-            marks: list[tuple[float, int]] = []
-            out = refine(bundle, fn, cfg, out=tmp / f"ppo-{name}-{rep}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
-            runs["ours"].append((out["env_steps_per_s"], _steady(marks)))
+            for mode, mode_cfg in modes.items():
+                marks: list[tuple[float, int]] = []
+                out = refine(bundle, fn, mode_cfg, out=tmp / f"ppo-{name}-{mode}-{rep}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
+                runs[mode].append((out["env_steps_per_s"], _steady(marks)))
             for kind, vec_cls in (("dummy", None), ("subproc", SubprocVecEnv)):
                 vec = make_vec_env(fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
                 model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
@@ -203,16 +208,17 @@ def online_speed(quick: bool, tmp: Path) -> None:
                 vec.close()
         med = statistics.median
         extra = {"env": name, "env_steps": steps, "num_envs": n_envs, "env_workers": workers, "repeats": reps}  # fmt: skip
-        for kind in ("dummy", "subproc"):
+        for mode, kind in ((m, k) for m in modes for k in ("dummy", "subproc")):
+            ours = runs[mode]
             for col, metric in (
                 (1, "ppo_env_steps_per_s_steady"),
                 (0, "ppo_env_steps_per_s_incl_startup"),
             ):
-                ratios = [o[col] / a[col] for o, a in zip(runs["ours"], runs[kind], strict=True)]
+                ratios = [o[col] / a[col] for o, a in zip(ours, runs[kind], strict=True)]
                 floor = {"floor_ratio_min": 2.0} if col == 1 else {}
-                each = {"ours_each": [round(o[col]) for o in runs["ours"]], "anchor_each": [round(a[col]) for a in runs[kind]]}  # fmt: skip
-                emit(metric, med(o[col] for o in runs["ours"]), f"sb3-2.9.2-ppo-{kind}vecenv",
-                     med(a[col] for a in runs[kind]), ratio_median=round(med(ratios), 3), **floor, **extra, **each)  # fmt: skip
+                each = {"ours_each": [round(o[col]) for o in ours], "anchor_each": [round(a[col]) for a in runs[kind]]}  # fmt: skip
+                emit(metric, med(o[col] for o in ours), f"sb3-2.9.2-ppo-{kind}vecenv", med(a[col] for a in runs[kind]),
+                     ratio_median=round(med(ratios), 3), mode=mode, **floor, **extra, **each)  # fmt: skip
 
 
 def _steady(marks: list[tuple[float, int]]) -> float:

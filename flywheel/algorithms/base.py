@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from flywheel.corpus import TrainingCache, TransitionSampler
+from flywheel.corpus.samplers import gather_transitions, transition_columns
 
 Batch = dict[str, Any]
 """obs {key: (B, ...)}, action (B, A), reward (B,), next_obs {key: (B, ...)}, done (B,) tensors."""
@@ -99,17 +100,16 @@ class OfflineSource:
         # copied): a batch is then one `index_select` per key instead of a numpy gather and a
         # conversion per key, 0.38 -> ~0.1 ms for a low-dim batch of 256 (twice per step of
         # the retrain, whose whole step is ~12 ms compiled)
-        c = self.cache
-        self._rows = to_torch({**c.obs, **c.images})
-        self._steps = to_torch({"action": c.action, "reward": c.reward, "done": c.terminated, "truncated": c.truncated})  # fmt: skip
+        rows, steps = transition_columns(self.cache)
+        self._rows, self._steps = to_torch(rows), to_torch(steps)
 
     def sample(self, batch_size: int) -> Batch:
         """(s, a, r, s', done, truncated) rows, as `TransitionSampler.sample` draws them."""
         self._sampler.batch_size = batch_size
-        j_np = self._sampler.indices()
-        j, o = torch.from_numpy(j_np), torch.from_numpy(self._sampler.obs_rows(j_np))
-        pick = lambda ts, i: {k: t.index_select(0, i).to(self.device) for k, t in ts.items()}  # noqa: E731
-        return {"obs": pick(self._rows, o), "next_obs": pick(self._rows, o + 1), **pick(self._steps, j)}  # fmt: skip
+        j = self._sampler.indices()
+        o = torch.from_numpy(self._sampler.obs_rows(j))
+        take = lambda t, i: t.index_select(0, i).to(self.device)  # noqa: E731
+        return gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take)
 
     def rng_state(self) -> dict[str, Any]:
         return self._sampler._rng.bit_generator.state

@@ -6,11 +6,36 @@ cost of a plain array lookup); neither ever crosses an episode boundary.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
 from flywheel.corpus.cache import TrainingCache
+
+A = TypeVar("A")
+
+
+def transition_columns(cache: TrainingCache) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cache's arrays under their batch names: one dict indexed by observation row (low-dim
+    keys and camera frames side by side), one indexed by step (`done` is `terminated`)."""
+    rows = {**cache.obs, **cache.images}
+    steps = {"action": cache.action, "reward": cache.reward, "done": cache.terminated, "truncated": cache.truncated}  # fmt: skip
+    return rows, steps
+
+
+def gather_transitions(
+    rows: Mapping[str, A], steps: Mapping[str, A], j: Any, o: Any, take: Callable[[A, Any], A]
+) -> dict[str, Any]:
+    """The batch of steps `j` whose observation rows are `o`: s at row o, s' at o + 1 (the
+    episode's next row; the kept final observation after its last step). `take(array, index)`
+    gathers, so the same mapping serves numpy arrays and tensors."""
+    return {
+        "obs": {k: take(v, o) for k, v in rows.items()},
+        "next_obs": {k: take(v, o + 1) for k, v in rows.items()},
+        **{k: take(v, j) for k, v in steps.items()},
+    }
 
 
 @dataclass
@@ -56,17 +81,8 @@ class TransitionSampler:
         """A batch: obs/next_obs dicts (B, *shape) of low-dim keys and cameras, action (B, A),
         reward/done/truncated (B,)."""
         j = self.indices() if j is None else j
-        o = self.obs_rows(j)
-        c = self.cache
-        views = {**c.obs, **c.images}  # camera frames sit beside low-dim keys
-        return {
-            "obs": {k: v[o] for k, v in views.items()},
-            "next_obs": {k: v[o + 1] for k, v in views.items()},
-            "action": c.action[j],
-            "reward": c.reward[j],
-            "done": c.terminated[j],
-            "truncated": c.truncated[j],
-        }
+        rows, steps = transition_columns(self.cache)
+        return gather_transitions(rows, steps, j, self.obs_rows(j), lambda v, i: v[i])
 
 
 @dataclass

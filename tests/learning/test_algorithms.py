@@ -254,3 +254,20 @@ def test_mixed_source_takes_half_from_each(tiny_cache):
     mixed = MixedSource(off, rep).sample(64)
     assert mixed["action"].shape == (64, 4)
     assert int((mixed["action"] == 7.0).all(-1).sum()) == 32
+
+
+def test_offline_source_draws_the_corpus_samplers_transitions(tiny_cache):
+    """The training source gathers from tensors of the cache; its batches are the numpy
+    sampler's, row for row (same seed, same rows, same values)."""
+    from flywheel.corpus import TransitionSampler
+
+    ours = OfflineSource(tiny_cache, seed=5).sample(300)
+    ref = TransitionSampler(tiny_cache, batch_size=300, seed=5).sample()
+    for part in ("obs", "next_obs"):
+        assert set(ours[part]) == set(ref[part])
+        for k in ref[part]:
+            np.testing.assert_array_equal(
+                ours[part][k].numpy(), np.asarray(ref[part][k], np.float32)
+            )
+    for k in ("action", "reward", "done", "truncated"):
+        np.testing.assert_array_equal(ours[k].numpy(), np.asarray(ref[k], np.float32))
