@@ -5,6 +5,13 @@ The goal is a point for the cube's centre. Half the goals float above the table,
 has to be held there (a release would drop it), and the rest sit on the table. Success asks
 for the cube near the goal *and* the arm nearly still: bringing the cube there in passing, at
 speed, is not a placement.
+
+Besides the absolute positions the observation carries two differences, `tcp_to_cube` (cube
+minus TCP) and `cube_to_goal` (goal minus cube), as Gymnasium-Robotics' Fetch tasks carry
+`object_rel_pos`. They add no information, but a policy's MLP sees each key normalised on its
+own statistics, and "is the cube in the jaw?" or "how far is it still to carry?" is a small
+difference of two large, separately scaled inputs. With them, RLPD-style SAC refinement went
+from ~10% to ~50% success at 60k env steps (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -80,6 +87,8 @@ class PickPlace(Task):
         "cube_pos": (3,),
         "cube_quat": (4,),
         "goal_pos": (3,),
+        "tcp_to_cube": (3,),
+        "cube_to_goal": (3,),
     }
     config: PickPlaceConfig
 
@@ -127,9 +136,12 @@ class PickPlace(Task):
         }
 
     def observe(self, data: mujoco.MjData, obs: dict[str, np.ndarray]) -> None:
-        obs["cube_pos"] = self.cube.pos(data).astype(np.float32)
+        cube = self.cube.pos(data)
+        obs["cube_pos"] = cube.astype(np.float32)
         obs["cube_quat"] = self.cube.quat(data).astype(np.float32)
         obs["goal_pos"] = self.goal.astype(np.float32)
+        obs["tcp_to_cube"] = (cube - data.site_xpos[self._tcp]).astype(np.float32)
+        obs["cube_to_goal"] = (self.goal - cube).astype(np.float32)
 
     def arm_speed(self, data: mujoco.MjData) -> float:
         """Norm of the arm's joint velocities (rad/s): what "nearly still" is measured on."""

@@ -50,6 +50,15 @@ def test_reset_step_shapes_and_finite(task):
             break
 
 
+def test_pick_place_relative_keys_are_the_differences_of_its_positions():
+    frames, _ = random_rollout(FlywheelEnv("pick_place"), seed=3)
+    for obs in frames:
+        np.testing.assert_allclose(obs["tcp_to_cube"], obs["cube_pos"] - obs["ee_pos"], atol=1e-6)
+        np.testing.assert_allclose(
+            obs["cube_to_goal"], obs["goal_pos"] - obs["cube_pos"], atol=1e-6
+        )
+
+
 @pytest.mark.parametrize("task", ALL)
 def test_same_seed_same_rollout(task):
     a, ra = random_rollout(FlywheelEnv(task), seed=7)
