@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
-from flywheel.algorithms.optim import LossFn, Metrics, check_adam_state
+from flywheel.algorithms.optim import AdamSettings, LossFn, Metrics, check_adam_state
 
 
 class _Calls(nn.Module):
@@ -106,10 +106,7 @@ class FusedStep:
         *,
         max_norm: float | None = None,
         after: Callable[[], None] | None = None,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled: bool = False,
+        **adam: Any,
     ) -> None:
         self._calls = _Calls(loss_fn, modules)
         named = [(n, p) for n, p in self._calls.named_parameters() if p.requires_grad]
@@ -118,7 +115,7 @@ class FusedStep:
         self._names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.max_norm, self.after = max_norm, after
-        self._adam = {"betas": betas, "eps": eps, "weight_decay": weight_decay, "decoupled": decoupled}  # fmt: skip
+        self._adam = AdamSettings(**adam).as_kwargs()
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self._coef = torch.zeros(3, device=self.params[0].device)  # see `adam_`

@@ -16,6 +16,7 @@ functional form of `torch.optim.Adam`), so the numbers match torch's optimiser (
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
@@ -25,6 +26,21 @@ from torch.optim.adam import adam as adam_update
 Metrics = dict[str, torch.Tensor]
 LossFn = Callable[..., tuple[torch.Tensor, Metrics]]
 """A pure loss: tensors in, (loss, metrics as tensors) out."""
+
+
+@dataclass(frozen=True)
+class AdamSettings:
+    """Adam's settings beside the learning rate: one set of defaults for both engines, so a
+    checkpoint moves between eager and compiled steps of the same configuration."""
+
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    """AdamW: weight decay applied to the weights, not added to the gradient."""
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class FlatAdam:
@@ -42,17 +58,15 @@ class FlatAdam:
         self,
         params: Iterable[torch.Tensor],
         lr: float,
-        *,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled: bool = False,
+        **adam: Any,
     ) -> None:
+        """`adam`: the fields of `AdamSettings`."""
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("FlatAdam needs at least one parameter that requires grad")
-        self.lr, self.betas, self.eps = lr, betas, eps
-        self.weight_decay, self.decoupled = weight_decay, decoupled
+        s = AdamSettings(**adam)
+        self.lr, self.betas, self.eps = lr, s.betas, s.eps
+        self.weight_decay, self.decoupled = s.weight_decay, s.decoupled
         self.steps = 0
         self.relink()
 
