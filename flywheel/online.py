@@ -406,14 +406,14 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
     cfg = config.sac
     norm = bundle.actor.encoder.normalizer
     algo = SAC(bundle.spec, norm, cfg, prior=bundle.actor)
-    replay = ReplaySource(capacity=max(config.env_steps, 1000), seed=config.seed)
+    replay = ReplaySource(capacity=max(config.env_steps, 1000), seed=config.seed, n_step=cfg.n_step)
     source: Any = replay
     offline: OfflineSource | None = None
     if corpus is not None:
         snap = corpus.snapshot(Filter(task=bundle.schema["task"]))
         if snap.entries:
             cache = TrainingCache.build(corpus, snap, obs_keys=list(bundle.spec.obs_shapes), cameras=list(bundle.spec.cameras))  # fmt: skip
-            offline = OfflineSource(cache, seed=config.seed)
+            offline = OfflineSource(cache, seed=config.seed, n_step=cfg.n_step)
             source = MixedSource(offline, replay)
     steps, last, resumed_at = 0, {}, None
     state = ckpt.load()
@@ -434,13 +434,13 @@ def _sac(bundle: Bundle, env_fn: Callable[[], gym.Env], config: RefineConfig, si
             act = pi.act(pi.sample(obs)[0]).astype(np.float32)
             if algo.prior is not None:  # IBRL: the prior's action where the critics prefer it
                 act = algo.choose(to_torch(obs), torch.from_numpy(act)).numpy()
-            next_obs, r, term, _trunc, final, finished = pool.step(act)
+            next_obs, r, term, trunc, final, finished = pool.step(act)
             sink(finished)
             true_next = {k: v.copy() for k, v in next_obs.items()}
             for i, fo in final.items():
                 for k in true_next:
                     true_next[k][i] = fo[k]
-            replay.add(obs, act, r, true_next, term.astype(np.float32))
+            replay.add(obs, act, r, true_next, term.astype(np.float32), end=term | trunc)
             obs = next_obs
             steps += pool.n
             if steps >= cfg.warmup_steps:

@@ -27,7 +27,12 @@ from flywheel.corpus import TrainingCache, TransitionSampler
 from flywheel.corpus.samplers import gather_transitions, transition_columns
 
 Batch = dict[str, Any]
-"""obs {key: (B, ...)}, action (B, A), reward (B,), next_obs {key: (B, ...)}, done (B,) tensors."""
+"""obs {key: (B, ...)}, action (B, A), reward (B,), next_obs {key: (B, ...)}, done (B,) tensors.
+
+A source asked for n-step transitions (`n_step` > 1) adds `rewards` (B, n), the rewards of up
+to n steps of the same episode from s on (zeros past its end), and `steps` (B,), how many of
+them count (m); `next_obs` and `done` are then those of the m-th step. `n_step_return` turns
+them into a TD target."""
 
 
 class UpdateSchedule(enum.Enum):
@@ -92,6 +97,8 @@ class OfflineSource:
     seed: int = 0
     weights: np.ndarray | None = None
     device: str = "cpu"
+    n_step: int = 1
+    """Steps per transition (see `Batch`); a window stops at its episode's last step."""
     kind: DataKind = DataKind.OFFLINE
 
     def __post_init__(self) -> None:
@@ -102,6 +109,8 @@ class OfflineSource:
         # the retrain, whose whole step is ~12 ms compiled)
         rows, steps = transition_columns(self.cache)
         self._rows, self._steps = to_torch(rows), to_torch(steps)
+        ends = self.cache.act_start + self.cache.lengths  # one past each episode's last step
+        self._left = ends[self.cache.episode_of_step()] - np.arange(self.cache.num_steps)
 
     def sample(self, batch_size: int) -> Batch:
         """(s, a, r, s', done, truncated) rows, as `TransitionSampler.sample` draws them."""
@@ -109,7 +118,17 @@ class OfflineSource:
         j = self._sampler.indices()
         o = torch.from_numpy(self._sampler.obs_rows(j))
         take = lambda t, i: t.index_select(0, i).to(self.device)  # noqa: E731
-        return gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take)
+        batch = gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take)
+        if self.n_step > 1:  # steps j .. j + m - 1 of one episode: contiguous rows here
+            m = np.minimum(self.n_step, self._left[j])
+            k = np.arange(self.n_step)
+            idx = torch.from_numpy(j[:, None] + np.minimum(k, m[:, None] - 1))
+            valid = torch.from_numpy(k < m[:, None]).float().to(self.device)
+            rewards = take(self._steps["reward"], idx.reshape(-1)).reshape(idx.shape) * valid
+            last, mt = torch.from_numpy(j + m - 1), torch.from_numpy(m)
+            batch.update(rewards=rewards, steps=mt.float().to(self.device), done=take(self._steps["done"], last),
+                         next_obs={k: take(v, o + mt) for k, v in self._rows.items()})  # fmt: skip
+        return batch
 
     def rng_state(self) -> dict[str, Any]:
         return self._sampler._rng.bit_generator.state
@@ -119,24 +138,40 @@ class OfflineSource:
 
 
 class ReplaySource:
-    """A ring buffer of online transitions (same keys as the offline batches)."""
+    """A ring buffer of online transitions (same keys as the offline batches).
+
+    Transitions come N at a time, one per env of a vector env, always the same N, so the next
+    step of row j's env is row j + N: that is how `n_step` > 1 windows are found.
+    """
 
     kind = DataKind.REPLAY
 
-    def __init__(self, capacity: int, seed: int = 0, device: str = "cpu") -> None:
-        self.capacity, self.device = capacity, device
+    def __init__(self, capacity: int, seed: int = 0, device: str = "cpu", *, n_step: int = 1) -> None:  # fmt: skip
+        self.capacity, self.device, self.n_step = capacity, device, n_step
         self._data: dict[str, Any] | None = None
-        self._n = self._i = 0
+        self._n = self._i = self._width = 0
         self._rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return self._n
 
     def add(
-        self, obs: dict, action: np.ndarray, reward: np.ndarray, next_obs: dict, done: np.ndarray
+        self,
+        obs: dict,
+        action: np.ndarray,
+        reward: np.ndarray,
+        next_obs: dict,
+        done: np.ndarray,
+        end: np.ndarray | None = None,
     ) -> None:
-        """Add a batch of N transitions (arrays with a leading N axis)."""
+        """Add a batch of N transitions (arrays with a leading N axis). `done` is terminated;
+        `end` (default `done`) marks every episode's last step, time limits included, where an
+        n-step window stops."""
         n = len(action)
+        if self._width and n != self._width:
+            raise ValueError(f"replay rows come {self._width} at a time (one per env), not {n}")
+        self._width = n
+        end = done if end is None else end
         if self._data is None:
             mk = lambda a: np.zeros((self.capacity, *np.shape(a)[1:]), np.asarray(a).dtype)  # noqa: E731
             self._data = {
@@ -145,6 +180,7 @@ class ReplaySource:
                 "action": mk(action),
                 "reward": mk(reward),
                 "done": mk(done),
+                "end": np.zeros(self.capacity, bool),
             }
         idx = (self._i + np.arange(n)) % self.capacity
         d = self._data
@@ -152,6 +188,7 @@ class ReplaySource:
             d["obs"][k][idx] = obs[k]
             d["next_obs"][k][idx] = next_obs[k]
         d["action"][idx], d["reward"][idx], d["done"][idx] = action, reward, done
+        d["end"][idx] = np.asarray(end, bool)
         self._i = (self._i + n) % self.capacity
         self._n = min(self._n + n, self.capacity)
 
@@ -161,31 +198,53 @@ class ReplaySource:
         def rows(d: Mapping[str, Any]) -> dict[str, Any]:
             return {k: rows(v) if isinstance(v, Mapping) else torch.from_numpy(v[: self._n].copy()) for k, v in d.items()}  # fmt: skip
 
-        return {"data": rows(self._data or {}), "i": self._i, "n": self._n, "rng": json.dumps(self._rng.bit_generator.state)}  # fmt: skip
+        return {"data": rows(self._data or {}), "i": self._i, "n": self._n, "width": self._width, "rng": json.dumps(self._rng.bit_generator.state)}  # fmt: skip
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._i, self._n = int(state["i"]), int(state["n"])
+        self._i, self._n, self._width = int(state["i"]), int(state["n"]), int(state.get("width", 0))
         self._rng.bit_generator.state = json.loads(state["rng"])
 
         def grown(d: Mapping[str, Any]) -> dict[str, Any]:  # the inverse of `rows` above
             return {k: grown(v) if isinstance(v, Mapping) else _grow(v.numpy(), self.capacity) for k, v in d.items()}  # fmt: skip
 
         self._data = grown(state["data"]) or None
+        if self._data is not None and "end" not in self._data:  # a checkpoint from before `end`
+            self._data["end"] = self._data["done"] > 0
 
     def sample(self, batch_size: int) -> Batch:
         assert self._data is not None, "empty replay"
         j = self._rng.integers(0, self._n, size=batch_size)
         d = self._data
-        return to_torch(
-            {
-                "obs": {k: v[j] for k, v in d["obs"].items()},
-                "next_obs": {k: v[j] for k, v in d["next_obs"].items()},
-                "action": d["action"][j],
-                "reward": d["reward"][j],
-                "done": d["done"][j],
-            },
-            self.device,
-        )
+        batch = {
+            "obs": {k: v[j] for k, v in d["obs"].items()},
+            "next_obs": {k: v[j] for k, v in d["next_obs"].items()},
+            "action": d["action"][j],
+            "reward": d["reward"][j],
+            "done": d["done"][j],
+        }
+        if self.n_step > 1:
+            last, rewards, m = self._window(j)
+            batch.update(rewards=rewards, steps=m, done=d["done"][last],
+                         next_obs={k: v[last] for k, v in d["next_obs"].items()})  # fmt: skip
+        return to_torch(batch, self.device)
+
+    def _window(self, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's n-step window: its last row, rewards (B, n) and length m (B,). It stops
+        after an episode's last step and at the newest row of the env."""
+        d, w, cap = self._data, self._width, self.capacity
+        assert d is not None
+        newer = (self._i - 1 - j) % cap  # rows written after row j
+        last, m = j.copy(), np.ones(len(j), np.int64)
+        rewards = np.zeros((len(j), self.n_step), np.float32)
+        rewards[:, 0] = d["reward"][j]
+        alive = np.ones(len(j), bool)
+        for k in range(1, self.n_step):
+            alive &= ~d["end"][last] & (k * w <= newer)
+            row = (j + k * w) % cap
+            rewards[:, k] = np.where(alive, d["reward"][row], 0.0)
+            last = np.where(alive, row, last)
+            m += alive
+        return last, rewards, m
 
 
 def _grow(a: np.ndarray, capacity: int) -> np.ndarray:
@@ -213,8 +272,9 @@ def _cat(a: Batch, b: Batch) -> Batch:
     out: Batch = {}
     for k in ("obs", "next_obs"):
         out[k] = {key: torch.cat([a[k][key], b[k][key]]) for key in b[k]}
-    for k in ("action", "reward", "done"):
-        out[k] = torch.cat([a[k], b[k]])
+    for k in ("action", "reward", "done", "rewards", "steps"):
+        if k in a or k in b:
+            out[k] = torch.cat([a[k], b[k]])
     return out
 
 
@@ -257,3 +317,25 @@ def absorbing_reward(
     rewards unchanged, for data whose terminations may be failures.
     """
     return torch.where(done > 0, reward / (1.0 - discount), reward) if enabled else reward
+
+
+def n_step_return(
+    batch: Batch, discount: float, *, absorbing: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) discounted reward sums of a batch's transitions and (B,) the discount of their
+    bootstrap: sum_k<m gamma^k r_k and gamma^m, the target being sum + gamma^m (1 - done) V(s_m).
+
+    Why n steps: on a 120-step manipulation episode whose shaping is flat far from the object,
+    a one-step target moves the value of success back one step per sweep; n steps move it n.
+    A one-step batch (no `rewards`) gives r and gamma. The last step's reward of a terminated
+    window is counted as absorbing (`absorbing_reward`) when `absorbing` is on.
+    """
+    if "rewards" not in batch:
+        r = absorbing_reward(batch["reward"], batch["done"], discount, enabled=absorbing)
+        return r, torch.full_like(r, discount)
+    rewards, m, done = batch["rewards"], batch["steps"], batch["done"]
+    k = torch.arange(rewards.shape[1], device=rewards.device, dtype=rewards.dtype)
+    last = (k == (m - 1).unsqueeze(1)) & (done > 0).unsqueeze(1)
+    if absorbing:
+        rewards = torch.where(last, rewards / (1.0 - discount), rewards)
+    return (rewards * discount**k).sum(1), discount**m

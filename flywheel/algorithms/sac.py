@@ -26,7 +26,7 @@ from flywheel.algorithms.base import (
     Batch,
     DataKind,
     UpdateSchedule,
-    absorbing_reward,
+    n_step_return,
     soft_update,
 )
 from flywheel.algorithms.optim import FlatAdam, gradient_step
@@ -55,6 +55,9 @@ class SACConfig:
     """Parallel envs."""
     absorbing_terminal: bool = True
     """A terminated step is a success that keeps paying (see `absorbing_reward`)."""
+    n_step: int = 1
+    """Steps per TD target (`n_step_return`): the corpus and replay halves of each batch are
+    windows of up to this many steps of one episode."""
     bootstrap: bool = False
     """IBRL: the prior (the policy being refined, when given) proposes actions for acting and
     for the TD target beside the RL actor; see the module docstring."""
@@ -125,14 +128,15 @@ class SAC:
     @torch.no_grad()
     def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
         """(B,) r + gamma (1 - done) V(s'), V(s') = min Q_target(s', a') - alpha log pi(a'|s')
-        at a' ~ pi; with a prior, the larger of that and min Q_target(s', prior(s'))."""
+        at a' ~ pi; with a prior, the larger of that and min Q_target(s', prior(s')). For an
+        n-step batch, the sum of its m rewards + gamma^m (1 - done) V(s_m)."""
         cfg, nxt = self.config, batch["next_obs"]
         a_next, logp_next = self.actor.sample(nxt)
         q_next = self.q_target(nxt, a_next).min(0).values - alpha * logp_next
         if self.prior is not None:  # IBRL: the better of the two proposals
             q_next = torch.max(q_next, self.q_target(nxt, self.prior.mode(nxt)).min(0).values)
-        reward = absorbing_reward(batch["reward"], batch["done"], cfg.discount, enabled=cfg.absorbing_terminal)  # fmt: skip
-        return reward + cfg.discount * (1.0 - batch["done"]) * q_next
+        reward, discount = n_step_return(batch, cfg.discount, absorbing=cfg.absorbing_terminal)
+        return reward + discount * (1.0 - batch["done"]) * q_next
 
     @torch.no_grad()
     def choose(self, obs: Mapping[str, torch.Tensor], a_rl: torch.Tensor) -> torch.Tensor:
