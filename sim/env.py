@@ -29,9 +29,17 @@ ROBOT_OBS: dict[str, tuple[int, ...]] = {
     "joint_pos": (7,),
     "joint_vel": (7,),
     "ee_pos": (3,),
+    "ee_target_offset": (3,),
     "gripper_width": (1,),
 }
-"""Robot observation keys and shapes, shared by every task."""
+"""Robot observation keys and shapes, shared by every task.
+
+`ee_target_offset` is the controller's TCP target minus the TCP (m, at most its `leash`): how
+far the hand will still travel under a zero action. The target is state (sim.control) that
+nothing else shows, and without it a policy cannot stop a carried cube on a point: pick_place
+refinement overshot the goal by 3-6 cm in a third of its failures, and with this key it went
+from 0.77 to 0.86 success at 100k env steps (docs/benchmarks.md). Real arms' Cartesian
+controllers report their commanded pose as well."""
 
 _BADQACC = int(mujoco.mjtWarning.mjWARN_BADQACC)
 _S = mujoco.mjtState
@@ -210,6 +218,7 @@ class FlywheelEnv(gym.Env):
             "joint_vel": d.qvel[ids.dof].astype(np.float32),
             "ee_pos": d.site_xpos[ids.tcp].astype(np.float32),
             "gripper_width": np.array([d.qpos[ids.finger_qpos].sum()], np.float32),
+            "ee_target_offset": (d.userdata[:3] - d.site_xpos[ids.tcp]).astype(np.float32),
         }
         self.task.observe(d, obs)
         for cam in self.cameras:

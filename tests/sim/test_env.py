@@ -59,6 +59,20 @@ def test_pick_place_relative_keys_are_the_differences_of_its_positions():
         )
 
 
+def test_ee_target_offset_is_where_a_zero_action_still_takes_the_hand():
+    env = FlywheelEnv("lift")
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs["ee_target_offset"], np.zeros(3, np.float32))  # at rest
+    for _ in range(3):
+        obs, *_ = env.step(np.array([1.0, 0.5, -0.5, 0.0], np.float32))
+    start, lead = obs["ee_pos"].copy(), obs["ee_target_offset"].copy()
+    assert np.linalg.norm(lead) > 2e-3  # a moving hand trails its target
+    for _ in range(20):
+        obs, *_ = env.step(np.zeros(4, np.float32))
+    np.testing.assert_allclose(obs["ee_pos"] - start, lead, atol=1e-3)
+    assert np.linalg.norm(obs["ee_target_offset"]) < 1e-3
+
+
 @pytest.mark.parametrize("task", ALL)
 def test_same_seed_same_rollout(task):
     a, ra = random_rollout(FlywheelEnv(task), seed=7)
