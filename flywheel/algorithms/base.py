@@ -237,7 +237,7 @@ class ReplaySource:
         last, m = j.copy(), np.ones(len(j), np.int64)
         rewards = np.zeros((len(j), self.n_step), np.float32)
         rewards[:, 0] = d["reward"][j]
-        alive = np.ones(len(j), bool)
+        alive = np.full(len(j), w > 0)  # width unknown (a checkpoint from before it): 1 step
         for k in range(1, self.n_step):
             alive &= ~d["end"][last] & (k * w <= newer)
             row = (j + k * w) % cap

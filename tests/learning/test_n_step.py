@@ -72,6 +72,15 @@ def test_replay_state_round_trip_keeps_the_windows():
     assert torch.equal(a["next_obs"]["x"], b["next_obs"]["x"])
 
 
+def test_a_replay_checkpoint_from_before_windows_loads_and_draws_one_step():
+    state = _two_env_replay(capacity=100, steps=6).state_dict()
+    del state["data"]["end"], state["width"]
+    old = ReplaySource(capacity=100, seed=0, n_step=3)
+    old.load_state_dict(state)
+    batch = old.sample(16)
+    assert (batch["steps"] == 1).all() and torch.equal(batch["rewards"][:, 0], batch["reward"])
+
+
 def test_offline_windows_are_the_next_steps_of_the_same_episode(tiny_cache):
     one = OfflineSource(tiny_cache, seed=3).sample(400)
     three = OfflineSource(tiny_cache, seed=3, n_step=3).sample(400)
