@@ -213,12 +213,13 @@ class FlywheelEnv(gym.Env):
 
     def _observe(self) -> dict[str, np.ndarray]:
         d, ids = self.data, self.ids
+        tcp = d.site_xpos[ids.tcp]
         obs = {
             "joint_pos": d.qpos[ids.qpos].astype(np.float32),
             "joint_vel": d.qvel[ids.dof].astype(np.float32),
-            "ee_pos": d.site_xpos[ids.tcp].astype(np.float32),
+            "ee_pos": tcp.astype(np.float32),
             "gripper_width": np.array([d.qpos[ids.finger_qpos].sum()], np.float32),
-            "ee_target_offset": (d.userdata[:3] - d.site_xpos[ids.tcp]).astype(np.float32),
+            "ee_target_offset": (d.userdata[:3] - tcp).astype(np.float32),
         }
         self.task.observe(d, obs)
         for cam in self.cameras:

@@ -118,16 +118,16 @@ class OfflineSource:
         j = self._sampler.indices()
         o = torch.from_numpy(self._sampler.obs_rows(j))
         take = lambda t, i: t.index_select(0, i).to(self.device)  # noqa: E731
-        batch = gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take)
-        if self.n_step > 1:  # steps j .. j + m - 1 of one episode: contiguous rows here
-            m = np.minimum(self.n_step, self._left[j])
-            k = np.arange(self.n_step)
-            idx = torch.from_numpy(j[:, None] + np.minimum(k, m[:, None] - 1))
-            valid = torch.from_numpy(k < m[:, None]).float().to(self.device)
-            rewards = take(self._steps["reward"], idx.reshape(-1)).reshape(idx.shape) * valid
-            last, mt = torch.from_numpy(j + m - 1), torch.from_numpy(m)
-            batch.update(rewards=rewards, steps=mt.float().to(self.device), done=take(self._steps["done"], last),
-                         next_obs={k: take(v, o + mt) for k, v in self._rows.items()})  # fmt: skip
+        if self.n_step == 1:
+            return gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take)
+        # steps j .. j + m - 1 of one episode: contiguous rows here
+        m = np.minimum(self.n_step, self._left[j])
+        batch = gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take, torch.from_numpy(j + m - 1))  # fmt: skip
+        k = np.arange(self.n_step)
+        idx = torch.from_numpy(j[:, None] + np.minimum(k, m[:, None] - 1))
+        valid = torch.from_numpy(k < m[:, None]).float().to(self.device)
+        rewards = take(self._steps["reward"], idx.reshape(-1)).reshape(idx.shape) * valid
+        batch.update(rewards=rewards, steps=torch.from_numpy(m).float().to(self.device))
         return batch
 
     def rng_state(self) -> dict[str, Any]:
@@ -215,17 +215,18 @@ class ReplaySource:
         assert self._data is not None, "empty replay"
         j = self._rng.integers(0, self._n, size=batch_size)
         d = self._data
-        batch = {
-            "obs": {k: v[j] for k, v in d["obs"].items()},
-            "next_obs": {k: v[j] for k, v in d["next_obs"].items()},
-            "action": d["action"][j],
-            "reward": d["reward"][j],
-            "done": d["done"][j],
-        }
+        last, window = j, {}  # the row whose s' and done end each transition
         if self.n_step > 1:
             last, rewards, m = self._window(j)
-            batch.update(rewards=rewards, steps=m, done=d["done"][last],
-                         next_obs={k: v[last] for k, v in d["next_obs"].items()})  # fmt: skip
+            window = {"rewards": rewards, "steps": m}
+        batch = {
+            "obs": {k: v[j] for k, v in d["obs"].items()},
+            "next_obs": {k: v[last] for k, v in d["next_obs"].items()},
+            "action": d["action"][j],
+            "reward": d["reward"][j],
+            "done": d["done"][last],
+            **window,
+        }
         return to_torch(batch, self.device)
 
     def _window(self, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -25,16 +25,27 @@ def transition_columns(cache: TrainingCache) -> tuple[dict[str, Any], dict[str, 
     return rows, steps
 
 
+OUTCOME = ("done", "truncated")
+"""Step columns that describe how a transition ends: an n-step one takes its last step's."""
+
+
 def gather_transitions(
-    rows: Mapping[str, A], steps: Mapping[str, A], j: Any, o: Any, take: Callable[[A, Any], A]
+    rows: Mapping[str, A],
+    steps: Mapping[str, A],
+    j: Any,
+    o: Any,
+    take: Callable[[A, Any], A],
+    last: Any = None,
 ) -> dict[str, Any]:
     """The batch of steps `j` whose observation rows are `o`: s at row o, s' at o + 1 (the
     episode's next row; the kept final observation after its last step). `take(array, index)`
-    gathers, so the same mapping serves numpy arrays and tensors."""
+    gathers, so the same mapping serves numpy arrays and tensors. With `last` (the last step of
+    each n-step window, same episode), s' is the row after it and the `OUTCOME` columns are its."""
+    nxt, end = (o + 1, j) if last is None else (o + 1 + (last - j), last)
     return {
         "obs": {k: take(v, o) for k, v in rows.items()},
-        "next_obs": {k: take(v, o + 1) for k, v in rows.items()},
-        **{k: take(v, j) for k, v in steps.items()},
+        "next_obs": {k: take(v, nxt) for k, v in rows.items()},
+        **{k: take(v, end if k in OUTCOME else j) for k, v in steps.items()},
     }
 
 
