@@ -102,6 +102,7 @@ class OfflineSource:
     kind: DataKind = DataKind.OFFLINE
 
     def __post_init__(self) -> None:
+        _check_n_step(self.n_step)
         self._sampler = TransitionSampler(self.cache, seed=self.seed, weights=self.weights)
         # the cache as tensors once (float32; camera frames stay uint8 and are shared, not
         # copied): a batch is then one `index_select` per key instead of a numpy gather and a
@@ -147,6 +148,7 @@ class ReplaySource:
     kind = DataKind.REPLAY
 
     def __init__(self, capacity: int, seed: int = 0, device: str = "cpu", *, n_step: int = 1) -> None:  # fmt: skip
+        _check_n_step(n_step)
         self.capacity, self.device, self.n_step = capacity, device, n_step
         self._data: dict[str, Any] | None = None
         self._n = self._i = self._width = 0
@@ -246,6 +248,11 @@ class ReplaySource:
             last = np.where(alive, row, last)
             m += alive
         return last, rewards, m
+
+
+def _check_n_step(n: int) -> None:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_step must be a whole number of steps, at least 1, not {n!r}")
 
 
 def _grow(a: np.ndarray, capacity: int) -> np.ndarray:

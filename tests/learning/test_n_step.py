@@ -81,6 +81,14 @@ def test_a_replay_checkpoint_from_before_windows_loads_and_draws_one_step():
     assert (batch["steps"] == 1).all() and torch.equal(batch["rewards"][:, 0], batch["reward"])
 
 
+@pytest.mark.parametrize("n", [0, -1, 2.5])
+def test_a_window_of_no_whole_steps_is_refused(tiny_cache, n):
+    with pytest.raises(ValueError, match="n_step must be"):
+        OfflineSource(tiny_cache, n_step=n)
+    with pytest.raises(ValueError, match="n_step must be"):
+        ReplaySource(capacity=10, n_step=n)
+
+
 def test_offline_windows_are_the_next_steps_of_the_same_episode(tiny_cache):
     one = OfflineSource(tiny_cache, seed=3).sample(400)
     three = OfflineSource(tiny_cache, seed=3, n_step=3).sample(400)
