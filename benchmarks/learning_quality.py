@@ -2,6 +2,7 @@
 
     python -m benchmarks.learning_quality [--quick] [--tasks push,lift,pick_place,drawer]
         [--budget 300000] [--refine sac,ppo] [--sac-budget 30000] [--no-sb3] [--out DIR]
+        [--eval-episodes 100]
 
 Per task, from 50 noisy expert demos (the same corpus for everyone):
 - offline: success of our BC, our multi-step (IQL critic + gated PPO-clip generations), and of
@@ -11,7 +12,9 @@ Per task, from 50 noisy expert demos (the same corpus for everyone):
   (corpus in every batch) and by PPO, each on its own copy of the corpus; floor: 95% success on
   lift and pick_place; vs SB3 PPO from scratch with the same budget and SB3 SAC from scratch with `--sac-budget` (SAC does one
   gradient step per env step, ~100 steps/s on one CPU core: 300k would take ~50 min per task);
-- every success is measured on the same 50 evaluation seeds.
+- every success is measured on the same `--eval-episodes` evaluation seeds (100 by default),
+  and each figure carries its 95% Wilson interval (`ci95`): at 50 episodes a success rate near
+  0.95 has a standard error of 3 points, so a 95% floor could not be told from 0.92 or 0.98.
 Plots (PNG in --out): success vs env steps of the refinement, with the peers' final points; and
 per-generation OPE score vs true (sim) success of the multi-step candidates.
 JSON lines on stdout, a table on stderr.
@@ -37,12 +40,14 @@ import torch
 
 from benchmarks import peers, reporting
 from flywheel.corpus import Corpus, Filter, TrainingCache
-from flywheel.evaluation import evaluate
+from flywheel.evaluation import EvalResult, evaluate
 from flywheel.online import RefineConfig, refine
 from flywheel.policies import NumpyPolicy, load_bundle
 from flywheel.training import OfflineConfig, train_offline
 
-EVAL_SEED, EVAL_EPISODES, DEMOS = 123, 50, 50
+EVAL_SEED, DEMOS = 123, 50
+EVAL_EPISODES = 100
+"""Default evaluation size (`--eval-episodes`)."""
 REFINE_FLOOR_TASKS = ("lift", "pick_place")
 """The issue's floor: refinement reaches 95% success on these within the budget."""
 
@@ -73,33 +78,40 @@ class SB3Policy:
         return self.model.predict(obs, deterministic=True)[0]
 
 
-def success(policy: Any, env_fn: Any) -> float:
-    return evaluate(policy, env_fn, episodes=EVAL_EPISODES, seed=EVAL_SEED).success_rate
+def score(policy: Any, env_fn: Any, episodes: int) -> EvalResult:
+    """`policy` on the shared evaluation seeds (the same episodes for every contender)."""
+    return evaluate(policy, env_fn, episodes=episodes, seed=EVAL_SEED)
 
 
-def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path) -> dict[str, Any]:
+def ci95(r: EvalResult | dict[str, Any]) -> list[float]:
+    """The success rate's 95% interval, rounded, from a result or its JSON."""
+    lo, hi = r.success_ci95 if isinstance(r, EvalResult) else r["success_ci95"]
+    return [round(lo, 3), round(hi, 3)]
+
+
+def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int) -> dict[str, Any]:  # fmt: skip
     """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each."""
     base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
     base = replace(base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1)))  # fmt: skip
     bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
     ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn)
-    out = {
-        "bc": success(NumpyPolicy(load_bundle(bc["bundle"]).actor), env_fn),
-        "multistep": success(NumpyPolicy(load_bundle(ms["bundle"]).actor), env_fn),
-        "ms_bundle": ms["bundle"],
-        "generations": ms["metrics"]["generations"],
-    }
+    out: dict[str, Any] = {"ms_bundle": ms["bundle"], "generations": ms["metrics"]["generations"]}  # fmt: skip
+    for name, bundle in (("bc", bc["bundle"]), ("multistep", ms["bundle"])):
+        got = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
+        out[name], out[f"{name}_ci95"] = got.success_rate, ci95(got)
     if peers.available():
         cache = TrainingCache.build(corpus, corpus.snapshot(Filter(task=task)))  # what ours sees
         npz = peers.to_d3rlpy_npz(cache, tmp / f"{task}.npz")
         for algo in ("iql", "td3bc"):
             pt = tmp / f"{task}-{algo}.pt"
             got = peers.run_peer("d3rlpy_train.py", npz, algo, steps, pt, timeout=3600)
-            out[f"d3rlpy_{algo}"] = success(TorchScriptPolicy(pt), env_fn) if got else None
+            peer = score(TorchScriptPolicy(pt), env_fn, episodes) if got else None
+            out[f"d3rlpy_{algo}"] = peer.success_rate if peer else None
+            out[f"d3rlpy_{algo}_ci95"] = ci95(peer) if peer else None
     return out
 
 
-def sb3_from_scratch(algo: str, env_fn: Any, budget: int) -> float:
+def sb3_from_scratch(algo: str, env_fn: Any, budget: int, episodes: int) -> float:
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -112,7 +124,7 @@ def sb3_from_scratch(algo: str, env_fn: Any, budget: int) -> float:
         model = SAC("MultiInputPolicy", vec, device="cpu", seed=0, policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
     model.learn(total_timesteps=budget)
     vec.close()
-    return success(SB3Policy(model), env_fn)
+    return score(SB3Policy(model), env_fn, episodes).success_rate
 
 
 def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
@@ -150,7 +162,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     return [curve, scatter]
 
 
-def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool) -> None:  # fmt: skip
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, n: int) -> None:  # fmt: skip
     import sim
     from sim.collect import collect
 
@@ -161,28 +173,31 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         collect(task, DEMOS, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
         corpus = Corpus(path)
         env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
-        r = offline(task, corpus, env_fn, steps, tmp)
-        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps)  # fmt: skip
+        r = offline(task, corpus, env_fn, steps, tmp, n)
+        ms_ci = r["multistep_ci95"]
+        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=n, ci95=ms_ci, anchor_ci95=r["bc_ci95"])  # fmt: skip
         for algo in ("iql", "td3bc"):
             if f"d3rlpy_{algo}" in r:
-                emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps)  # fmt: skip
+                emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps, episodes=n, ci95=ms_ci, anchor_ci95=r[f"d3rlpy_{algo}_ci95"])  # fmt: skip
         for algo in refiners:  # each from the multi-step bundle, on its own copy of the corpus
             own = tmp / f"q-{task}-{algo}.zarr"
             shutil.copytree(path, own)
-            cfg = RefineConfig(algo=algo, env_steps=budget, eval_episodes=EVAL_EPISODES, eval_seed=EVAL_SEED)  # fmt: skip
+            cfg = RefineConfig(algo=algo, env_steps=budget, eval_episodes=n, eval_seed=EVAL_SEED)  # fmt: skip
             ref = refine(load_bundle(r["ms_bundle"]), env_fn, cfg, out=tmp / f"ref-{task}-{algo}", corpus=Corpus(own))  # fmt: skip
-            r[f"refine_{algo}"] = {"after": ref["success_after"], "checks": ref["metrics"]["checks"], "seconds": ref["seconds"], "confirmation": ref["metrics"]["confirmation"]}  # fmt: skip
-            emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, algo=algo, env_steps=budget, seconds=round(ref["seconds"]))  # fmt: skip
+            lineage = load_bundle(ref["bundle"]).lineage  # the before/after results in full
+            after, before = ci95(lineage["success_after"]), ci95(lineage["success_before"])
+            r[f"refine_{algo}"] = {"after": ref["success_after"], "after_ci95": after, "checks": ref["metrics"]["checks"], "seconds": ref["seconds"], "confirmation": ref["metrics"]["confirmation"]}  # fmt: skip
+            emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, algo=algo, env_steps=budget, seconds=round(ref["seconds"]), episodes=n, ci95=after, anchor_ci95=before)  # fmt: skip
             if task in REFINE_FLOOR_TASKS:
-                emit("success_online_floor", ref["success_after"], "floor", 0.95, task=task, algo=algo, env_steps=budget)  # fmt: skip
+                emit("success_online_floor", ref["success_after"], "floor", 0.95, task=task, algo=algo, env_steps=budget, episodes=n, ci95=after)  # fmt: skip
         best = max((r[f"refine_{a}"]["after"], a) for a in refiners) if refiners else None
         if sb3:
-            r["sb3_ppo"], r["sb3_ppo_budget"] = sb3_from_scratch("ppo", env_fn, budget), budget
+            r["sb3_ppo"], r["sb3_ppo_budget"] = sb3_from_scratch("ppo", env_fn, budget, n), budget
             if best is not None:
                 emit("success_online_vs_sb3", best[0], "sb3-2.9.2-ppo-scratch", r["sb3_ppo"], task=task, algo=best[1], env_steps=budget)  # fmt: skip
         if sb3 and sac_budget > 0:
             r["sb3_sac"], r["sb3_sac_budget"] = (
-                sb3_from_scratch("sac", env_fn, sac_budget),
+                sb3_from_scratch("sac", env_fn, sac_budget, n),
                 sac_budget,
             )
             if best is not None:
@@ -207,12 +222,13 @@ def main() -> None:
     ap.add_argument("--refine", default="sac,ppo", help="our refinement algorithms ('' for none)")
     ap.add_argument("--no-sb3", action="store_true", help="skip the SB3 from-scratch peers")
     ap.add_argument("--out", type=Path, default=Path("bench-out/learning"))
+    ap.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per success figure (same seeds for all)")  # fmt: skip
     a = ap.parse_args()
     if a.quick:
         a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
     with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:
         refiners = [x for x in a.refine.split(",") if x]
-        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d), refiners, not a.no_sb3)  # fmt: skip
+        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d), refiners, not a.no_sb3, a.eval_episodes)  # fmt: skip
     reporting.print_table("learning", ("metric", "ours", "anchor", "anchor_value", "ratio", "task"))
 
 

@@ -77,9 +77,13 @@ class RefineConfig:
     """Rollouts between checks of the current policy (the best one checked is returned)."""
     check_episodes: int = 20
     """Episodes per check (seeds apart from the before/after evaluation)."""
+    finalists: int = 3
+    """Best-checked policies kept for the end, where `confirm_episodes` fresh seeds choose
+    among them (near the ceiling, 20-episode checks rank the late policies by noise)."""
     confirm_episodes: int = 50
-    """Episodes of the final paired comparison of the best-checked policy with the starting one
-    (fresh seeds: the maximum of many noisy checks over-states the winner)."""
+    """Episodes of the final scoring of the finalists, and of the paired comparison of the
+    winner with the starting policy (fresh seeds: the maximum of many noisy checks over-states
+    the winner)."""
     checkpoint_every: int = 5
     """Rollouts (PPO) or 5,000-step blocks (SAC) between checkpoints; a killed run started again
     with the same arguments resumes from the last one."""
@@ -98,6 +102,8 @@ class RefineConfig:
         check_refine_algo(self.algo)
         if self.env_steps < 1 or self.eval_episodes < 1:
             raise ValueError(f"env_steps ({self.env_steps}) and eval_episodes ({self.eval_episodes}) must be at least 1")  # fmt: skip
+        if self.finalists < 1 or self.confirm_episodes < 1:
+            raise ValueError(f"finalists ({self.finalists}) and confirm_episodes ({self.confirm_episodes}) must be at least 1")  # fmt: skip
 
 
 def cores() -> int:
@@ -324,33 +330,35 @@ def _minibatches(roll: dict[str, Any], cfg: PPOConfig, g: torch.Generator) -> It
 
 
 class _BestKeeper:
-    """Online RL can collapse a good policy; keep the best one seen on held-out seeds.
+    """Online RL can collapse a good policy; keep the best ones seen on held-out seeds.
 
     Every check evaluates the current policy (deterministic, its own seeds, apart from the
-    before/after evaluation) and keeps it if it beats the best so far, the starting bundle's
-    policy included. The best of many noisy checks is biased upwards, so at the end it must also
-    beat the starting policy on `confirm_episodes` fresh paired seeds, or the start is returned:
-    refinement never returns a policy it measured to be worse. The start is kept as modules (the
-    bundle's own), so a learner with another actor architecture (SAC's squashed one) fits too.
+    before/after evaluation). The best `finalists` checks that beat the starting bundle's policy
+    are kept. Late in a run many checks tie near the ceiling (20/20, 19/20), where one check's
+    ranking is noise, so at the end the finalists are scored again on `confirm_episodes` fresh
+    seeds and the best of them wins. The best of several noisy scores is biased upwards, so the
+    winner must then also beat the starting policy on seeds none of them was chosen on, or the
+    start is returned: refinement never returns a policy it measured to be worse. The start is
+    kept as modules (the bundle's own), so a learner with another actor architecture (SAC's
+    squashed one) fits too.
     """
 
     def __init__(self, env_fn: Callable[[], gym.Env], config: RefineConfig, start: Bundle, *, restore: dict[str, Any] | None = None) -> None:  # fmt: skip
         self.env_fn, self.config = env_fn, config
         self.start = (copy.deepcopy(start.actor).eval(), start.value)
         self.confirmation: dict[str, Any] | None = None
-        self.best_state: tuple[dict, dict | None] | None = None  # a later policy that won
+        self.finalists: list[dict[str, Any]] = []  # best check first: score, env_steps, weights
         if restore is not None:  # from a checkpoint: no need to score the start again
-            self.score = tuple(json.loads(restore["score"]))
+            self.start_score = tuple(json.loads(restore["start_score"]))
             self.log = json.loads(restore["log"])
-            if restore["best_actor"] is not None:
-                self.best_state = (restore["best_actor"], restore["best_value"])
+            self.finalists = [{**f, "score": tuple(json.loads(f["score"]))} for f in restore["finalists"]]  # fmt: skip
             return
-        self.score = self._score(self.start[0])
-        self.log: list[dict[str, float]] = [{"env_steps": 0, "success": self.score[0], "return": self.score[1]}]  # fmt: skip
+        self.start_score = self._score(self.start[0])
+        self.log: list[dict[str, float]] = [{"env_steps": 0, "success": self.start_score[0], "return": self.start_score[1]}]  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        actor, value = self.best_state or (None, None)
-        return {"score": json.dumps(self.score), "log": json.dumps(self.log), "best_actor": actor, "best_value": value}  # fmt: skip
+        finalists = [{**f, "score": json.dumps(f["score"])} for f in self.finalists]
+        return {"start_score": json.dumps(self.start_score), "log": json.dumps(self.log), "finalists": finalists}  # fmt: skip
 
     def _score(self, actor: Any, *, episodes: int | None = None, offset: int = 10_000) -> tuple[float, float]:  # fmt: skip
         n = episodes or self.config.check_episodes
@@ -362,25 +370,43 @@ class _BestKeeper:
     def check(self, actor: Any, value: ValueNet | None, steps: int) -> None:
         score = self._score(actor)
         self.log.append({"env_steps": steps, "success": score[0], "return": score[1]})
-        if score > self.score:
-            self.score = score
+        worst = self.finalists[-1]["score"] if len(self.finalists) == self.config.finalists else None  # fmt: skip
+        if score > self.start_score and (worst is None or score > worst):
             v = copy.deepcopy(value.state_dict()) if value is not None else None
-            self.best_state = (copy.deepcopy(actor.state_dict()), v)
+            entry = {"score": score, "env_steps": steps, "actor": copy.deepcopy(actor.state_dict()), "value": v}  # fmt: skip
+            self.finalists = sorted([*self.finalists, entry], key=lambda f: f["score"], reverse=True)[: self.config.finalists]  # fmt: skip
 
     def best(self, actor: Any, value: ValueNet | None) -> tuple[Any, ValueNet | None]:
         """The confirmed winner (`actor`/`value` loaded with it) or the starting modules."""
-        if self.best_state is None:
+        if not self.finalists:
             return self.start
         n = self.config.confirm_episodes
-        actor.load_state_dict(self.best_state[0])
-        best = self._score(actor, episodes=n, offset=20_000)
-        start = self._score(self.start[0], episodes=n, offset=20_000)
+        final = []
+        for f in self.finalists:  # in check order of merit: a tie goes to the better check
+            actor.load_state_dict(f["actor"])
+            final.append(self._score(actor, episodes=n, offset=20_000))
+        won = max(range(len(final)), key=lambda i: (final[i], -i))
+        winner = self.finalists[won]
+        actor.load_state_dict(winner["actor"])
+        offset = 20_000 if len(final) == 1 else 30_000  # chosen among several: fresh seeds
+        best = final[0] if len(final) == 1 else self._score(actor, episodes=n, offset=offset)
+        start = self._score(self.start[0], episodes=n, offset=offset)
         kept = best > start
-        self.confirmation = {"episodes": n, "best": best, "start": start, "kept": "best" if kept else "start"}  # fmt: skip
+        self.confirmation = {
+            "episodes": n,
+            "finalists": [
+                {"env_steps": f["env_steps"], "check": f["score"], "final": s}
+                for f, s in zip(self.finalists, final, strict=True)
+            ],
+            "best": best,
+            "start": start,
+            "kept": "best" if kept else "start",
+            "env_steps": winner["env_steps"],
+        }
         if not kept:
             return self.start
-        if value is not None and self.best_state[1] is not None:
-            value.load_state_dict(self.best_state[1])
+        if value is not None and winner["value"] is not None:
+            value.load_state_dict(winner["value"])
         return actor, value
 
 

@@ -230,7 +230,52 @@ def test_the_best_checked_policy_must_beat_the_start_on_fresh_seeds(tmp_path, mo
     with torch.no_grad():
         actor.log_std.add_(0.3)  # a "different" policy wins the check
     keeper.check(actor, value, 1000)
-    assert keeper.best_state is not None
+    assert len(keeper.finalists) == 1
     got, _ = keeper.best(actor, value)
     assert keeper.confirmation["kept"] == "start"
     assert all(torch.equal(got.state_dict()[k], start[k]) for k in start)
+
+
+def test_fresh_seeds_choose_among_the_finalists_and_the_winner_faces_the_start_on_others(tmp_path, monkeypatch):  # fmt: skip
+    """Near-tied checks are ranked by noise: the finalists are scored again, on fresh seeds."""
+    from flywheel import online
+
+    bundle = _bundle(tmp_path)
+    actor = copy.deepcopy(bundle.actor)
+    calls = []
+    scores = iter([
+        (0.5, 1.0),  # the start
+        (0.9, 1.0), (1.0, 2.0), (0.6, 1.0), (1.0, 1.0), (0.4, 9.0),  # checks at 1k ... 5k
+        (0.90, 1.0), (0.96, 1.0), (0.92, 1.0),  # the finalists (2k, 4k, 1k) on fresh seeds
+        (0.94, 1.0), (0.50, 1.0),  # the winner (4k) and the start on other fresh seeds
+    ])  # fmt: skip
+
+    def score(self, a, *, episodes=None, offset=10_000):
+        calls.append((episodes, offset, a.log_std.detach().sum().item()))
+        return next(scores)
+
+    monkeypatch.setattr(online._BestKeeper, "_score", score)
+    keeper = online._BestKeeper(_env, RefineConfig(), bundle)
+    for k in range(1, 6):
+        with torch.no_grad():
+            actor.log_std.fill_(-k)  # each check sees another policy
+        keeper.check(actor, None, 1000 * k)
+    assert [f["env_steps"] for f in keeper.finalists] == [
+        2000,
+        4000,
+        1000,
+    ]  # the 0.6 and 0.4 checks lose
+    got, _ = keeper.best(actor, None)
+    assert keeper.confirmation["kept"] == "best" and keeper.confirmation["env_steps"] == 4000
+    assert torch.equal(got.log_std, torch.full_like(got.log_std, -4.0))
+    n = RefineConfig().confirm_episodes
+    assert [c[:2] for c in calls[-5:]] == [(n, 20_000)] * 3 + [(n, 30_000)] * 2
+    state = keeper.state_dict()  # a checkpoint of the keeper restores its finalists
+    again = online._BestKeeper(_env, RefineConfig(), bundle, restore=state)
+    assert [f["score"] for f in again.finalists] == [f["score"] for f in keeper.finalists]
+    assert again.start_score == keeper.start_score
+
+
+def test_refine_refuses_no_finalists():
+    with pytest.raises(ValueError, match="finalists"):
+        RefineConfig(finalists=0)
