@@ -111,7 +111,7 @@ def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episo
     return out
 
 
-def sb3_from_scratch(algo: str, env_fn: Any, budget: int, episodes: int) -> float:
+def sb3_from_scratch(algo: str, env_fn: Any, budget: int, episodes: int) -> EvalResult:
     from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -124,7 +124,7 @@ def sb3_from_scratch(algo: str, env_fn: Any, budget: int, episodes: int) -> floa
         model = SAC("MultiInputPolicy", vec, device="cpu", seed=0, policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
     model.learn(total_timesteps=budget)
     vec.close()
-    return score(SB3Policy(model), env_fn, episodes).success_rate
+    return score(SB3Policy(model), env_fn, episodes)
 
 
 def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
@@ -162,7 +162,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     return [curve, scatter]
 
 
-def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, n: int) -> None:  # fmt: skip
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, n: int = EVAL_EPISODES) -> None:  # fmt: skip
     import sim
     from sim.collect import collect
 
@@ -191,17 +191,13 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
             if task in REFINE_FLOOR_TASKS:
                 emit("success_online_floor", ref["success_after"], "floor", 0.95, task=task, algo=algo, env_steps=budget, episodes=n, ci95=after)  # fmt: skip
         best = max((r[f"refine_{a}"]["after"], a) for a in refiners) if refiners else None
-        if sb3:
-            r["sb3_ppo"], r["sb3_ppo_budget"] = sb3_from_scratch("ppo", env_fn, budget, n), budget
+        for algo, n_steps in (("ppo", budget), ("sac", sac_budget)) if sb3 else ():
+            if n_steps <= 0:
+                continue
+            got = sb3_from_scratch(algo, env_fn, n_steps, n)
+            r[f"sb3_{algo}"], r[f"sb3_{algo}_ci95"], r[f"sb3_{algo}_budget"] = got.success_rate, ci95(got), n_steps  # fmt: skip
             if best is not None:
-                emit("success_online_vs_sb3", best[0], "sb3-2.9.2-ppo-scratch", r["sb3_ppo"], task=task, algo=best[1], env_steps=budget)  # fmt: skip
-        if sb3 and sac_budget > 0:
-            r["sb3_sac"], r["sb3_sac_budget"] = (
-                sb3_from_scratch("sac", env_fn, sac_budget, n),
-                sac_budget,
-            )
-            if best is not None:
-                emit("success_online_vs_sb3", best[0], "sb3-2.9.2-sac-scratch", r["sb3_sac"], task=task, algo=best[1], env_steps=budget, sac_env_steps=sac_budget)  # fmt: skip
+                emit("success_online_vs_sb3", best[0], f"sb3-2.9.2-{algo}-scratch", got.success_rate, task=task, algo=best[1], env_steps=budget, peer_env_steps=n_steps, episodes=n, ci95=r[f"refine_{best[1]}"]["after_ci95"], anchor_ci95=ci95(got))  # fmt: skip
         results[task] = r
         (out / "quality.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "quality.json").write_text(json.dumps(results, indent=1, default=str))

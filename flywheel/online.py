@@ -382,7 +382,7 @@ class _BestKeeper:
             return self.start
         n = self.config.confirm_episodes
         final = []
-        for f in self.finalists:  # in check order of merit: a tie goes to the better check
+        for f in self.finalists:  # best check first: an exact tie (success and return) goes to it
             actor.load_state_dict(f["actor"])
             final.append(self._score(actor, episodes=n, offset=20_000))
         won = max(range(len(final)), key=lambda i: (final[i], -i))

@@ -268,12 +268,18 @@ def test_fresh_seeds_choose_among_the_finalists_and_the_winner_faces_the_start_o
     got, _ = keeper.best(actor, None)
     assert keeper.confirmation["kept"] == "best" and keeper.confirmation["env_steps"] == 4000
     assert torch.equal(got.log_std, torch.full_like(got.log_std, -4.0))
-    n = RefineConfig().confirm_episodes
+    n, dim = RefineConfig().confirm_episodes, actor.log_std.numel()
     assert [c[:2] for c in calls[-5:]] == [(n, 20_000)] * 3 + [(n, 30_000)] * 2
-    state = keeper.state_dict()  # a checkpoint of the keeper restores its finalists
-    again = online._BestKeeper(_env, RefineConfig(), bundle, restore=state)
-    assert [f["score"] for f in again.finalists] == [f["score"] for f in keeper.finalists]
+    scored = [c[2] for c in calls[-5:]]  # whose weights: 2k, 4k, 1k, then the winner, the start
+    assert scored[:4] == [-2.0 * dim, -4.0 * dim, -1.0 * dim, -4.0 * dim]
+    assert scored[4] == bundle.actor.log_std.sum().item()
+    ckpt = Resumable(tmp_path / "out", RefineConfig(), bundle)  # the keeper survives a checkpoint
+    ckpt.save({"keeper": keeper.state_dict()})
+    again = online._BestKeeper(_env, RefineConfig(), bundle, restore=ckpt.load()["keeper"])
     assert again.start_score == keeper.start_score
+    for a, b in zip(again.finalists, keeper.finalists, strict=True):
+        assert a["score"] == b["score"] and a["env_steps"] == b["env_steps"]
+        assert torch.equal(a["actor"]["log_std"], b["actor"]["log_std"])
 
 
 def test_refine_refuses_no_finalists():
