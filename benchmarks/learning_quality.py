@@ -162,7 +162,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     return [curve, scatter]
 
 
-def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, n: int = EVAL_EPISODES) -> None:  # fmt: skip
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES) -> None:  # fmt: skip
     import sim
     from sim.collect import collect
 
@@ -173,31 +173,31 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         collect(task, DEMOS, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
         corpus = Corpus(path)
         env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
-        r = offline(task, corpus, env_fn, steps, tmp, n)
+        r = offline(task, corpus, env_fn, steps, tmp, episodes)
         ms_ci = r["multistep_ci95"]
-        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=n, ci95=ms_ci, anchor_ci95=r["bc_ci95"])  # fmt: skip
+        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r["bc_ci95"])  # fmt: skip
         for algo in ("iql", "td3bc"):
             if f"d3rlpy_{algo}" in r:
-                emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps, episodes=n, ci95=ms_ci, anchor_ci95=r[f"d3rlpy_{algo}_ci95"])  # fmt: skip
+                emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r[f"d3rlpy_{algo}_ci95"])  # fmt: skip
         for algo in refiners:  # each from the multi-step bundle, on its own copy of the corpus
             own = tmp / f"q-{task}-{algo}.zarr"
             shutil.copytree(path, own)
-            cfg = RefineConfig(algo=algo, env_steps=budget, eval_episodes=n, eval_seed=EVAL_SEED)  # fmt: skip
+            cfg = RefineConfig(algo=algo, env_steps=budget, eval_episodes=episodes, eval_seed=EVAL_SEED)  # fmt: skip
             ref = refine(load_bundle(r["ms_bundle"]), env_fn, cfg, out=tmp / f"ref-{task}-{algo}", corpus=Corpus(own))  # fmt: skip
             lineage = load_bundle(ref["bundle"]).lineage  # the before/after results in full
             after, before = ci95(lineage["success_after"]), ci95(lineage["success_before"])
             r[f"refine_{algo}"] = {"after": ref["success_after"], "after_ci95": after, "checks": ref["metrics"]["checks"], "seconds": ref["seconds"], "confirmation": ref["metrics"]["confirmation"]}  # fmt: skip
-            emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, algo=algo, env_steps=budget, seconds=round(ref["seconds"]), episodes=n, ci95=after, anchor_ci95=before)  # fmt: skip
+            emit("success_online_vs_multistep", ref["success_after"], "our-multistep", ref["success_before"], task=task, algo=algo, env_steps=budget, seconds=round(ref["seconds"]), episodes=episodes, ci95=after, anchor_ci95=before)  # fmt: skip
             if task in REFINE_FLOOR_TASKS:
-                emit("success_online_floor", ref["success_after"], "floor", 0.95, task=task, algo=algo, env_steps=budget, episodes=n, ci95=after)  # fmt: skip
+                emit("success_online_floor", ref["success_after"], "floor", 0.95, task=task, algo=algo, env_steps=budget, episodes=episodes, ci95=after)  # fmt: skip
         best = max((r[f"refine_{a}"]["after"], a) for a in refiners) if refiners else None
         for algo, n_steps in (("ppo", budget), ("sac", sac_budget)) if sb3 else ():
             if n_steps <= 0:
                 continue
-            got = sb3_from_scratch(algo, env_fn, n_steps, n)
+            got = sb3_from_scratch(algo, env_fn, n_steps, episodes)
             r[f"sb3_{algo}"], r[f"sb3_{algo}_ci95"], r[f"sb3_{algo}_budget"] = got.success_rate, ci95(got), n_steps  # fmt: skip
             if best is not None:
-                emit("success_online_vs_sb3", best[0], f"sb3-2.9.2-{algo}-scratch", got.success_rate, task=task, algo=best[1], env_steps=budget, peer_env_steps=n_steps, episodes=n, ci95=r[f"refine_{best[1]}"]["after_ci95"], anchor_ci95=ci95(got))  # fmt: skip
+                emit("success_online_vs_sb3", best[0], f"sb3-2.9.2-{algo}-scratch", got.success_rate, task=task, algo=best[1], env_steps=budget, peer_env_steps=n_steps, episodes=episodes, ci95=r[f"refine_{best[1]}"]["after_ci95"], anchor_ci95=ci95(got))  # fmt: skip
         results[task] = r
         (out / "quality.json").parent.mkdir(parents=True, exist_ok=True)
         (out / "quality.json").write_text(json.dumps(results, indent=1, default=str))

@@ -382,14 +382,16 @@ class _BestKeeper:
             return self.start
         n = self.config.confirm_episodes
         final = []
-        for f in self.finalists:  # best check first: an exact tie (success and return) goes to it
+        for f in self.finalists:  # best check first
             actor.load_state_dict(f["actor"])
             final.append(self._score(actor, episodes=n, offset=20_000))
-        won = max(range(len(final)), key=lambda i: (final[i], -i))
-        winner = self.finalists[won]
+        winner = self.finalists[final.index(max(final))]  # the first of equals
         actor.load_state_dict(winner["actor"])
-        offset = 20_000 if len(final) == 1 else 30_000  # chosen among several: fresh seeds
-        best = final[0] if len(final) == 1 else self._score(actor, episodes=n, offset=offset)
+        if len(final) == 1:  # nothing was chosen on these seeds: they serve the comparison
+            offset, best = 20_000, final[0]
+        else:  # the winner's score there is the best of several: compare on fresh seeds
+            offset = 30_000
+            best = self._score(actor, episodes=n, offset=offset)
         start = self._score(self.start[0], episodes=n, offset=offset)
         kept = best > start
         self.confirmation = {
