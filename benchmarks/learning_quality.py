@@ -220,6 +220,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/learning"))
     ap.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per success figure (same seeds for all)")  # fmt: skip
     a = ap.parse_args()
+    if a.eval_episodes < 1:  # before an hour of training, not at its first evaluation
+        ap.error(f"--eval-episodes must be at least 1, not {a.eval_episodes}")
     if a.quick:
         a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
     with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:

@@ -63,6 +63,8 @@ def evaluate(
     keep_records: bool = False,
 ) -> EvalResult:
     """Run episodes with seeds `seed .. seed+episodes-1` and summarise them."""
+    if not isinstance(episodes, int) or episodes < 1:  # no episodes: a NaN success rate
+        raise ValueError(f"episodes must be a whole number, at least 1, not {episodes!r}")
     pool = EnvPool(
         [env_fn] * min(num_envs, episodes),
         seed=seed,

@@ -67,6 +67,8 @@ class RoundConfig:
     def __post_init__(self) -> None:
         if self.online_steps < 0 or self.online_chunk < 1:
             raise ValueError(f"online_steps ({self.online_steps}) must be at least 0 (0: no refinement) and online_chunk ({self.online_chunk}) at least 1")  # fmt: skip
+        if self.eval_episodes < 1:  # refused before a round's work, not at its first evaluation
+            raise ValueError(f"eval_episodes ({self.eval_episodes}) must be at least 1")
 
 
 def _env_fn(task_name: str):

@@ -225,6 +225,8 @@ def register(app: typer.Typer) -> None:
         from flywheel.evaluation import evaluate
         from flywheel.policies import NumpyPolicy
 
+        if episodes < 1:  # before the bundle is loaded and envs are made
+            raise typer.BadParameter(f"--episodes must be at least 1, not {episodes}")
         _, b = open_bundle(bundle, with_value=False)
         r = evaluate(
             NumpyPolicy(b.actor),

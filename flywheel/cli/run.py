@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(str(e), param_hint="--refine-algo") from None
         if online_steps < 0:
             raise typer.BadParameter(f"{online_steps} (0 skips refinement)", param_hint="--online-steps")  # fmt: skip
+        _check_eval_episodes(eval_episodes)
         home = flywheel_home().resolve()
         configure(home)
         from pipelines.flows import RoundConfig, flywheel_rounds
@@ -132,6 +133,7 @@ def register(app: typer.Typer) -> None:
         json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     ) -> None:
         """Start (or reuse) a local Prefect server and serve the flywheel's deployments."""
+        _check_eval_episodes(eval_episodes)  # before the server starts, not in a scheduled run
         from pipelines.settings import configure
 
         home = flywheel_home().resolve()
@@ -171,3 +173,9 @@ def register(app: typer.Typer) -> None:
             f"Prefect server at {api_url} (UI: {api_url[:-4]}); serving deployments, Ctrl-C to stop"
         )
         srv.serve(home, cfg)
+
+
+def _check_eval_episodes(n: int) -> None:
+    """Refuse an evaluation of no episodes (its success rate would be NaN) before any work."""
+    if n < 1:
+        raise typer.BadParameter(f"{n}: every policy needs at least 1 evaluation episode", param_hint="--eval-episodes")  # fmt: skip

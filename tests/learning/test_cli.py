@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from flywheel.cli import app
@@ -22,11 +23,15 @@ def test_an_unknown_refinement_algorithm_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "home" / "prefect").exists()  # `run` stopped before Prefect was set up
 
 
-def test_a_negative_online_budget_is_refused_before_any_work(tmp_path):
+def test_a_negative_online_budget_or_no_evaluation_episodes_is_refused_before_any_work(tmp_path):
     env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}
     res = CliRunner().invoke(app, ["run", "--online-steps", "-5"], env=env)
     assert res.exit_code == 2, res.output
     assert "--online-steps" in res.output and "-5 (0 skips refinement)" in res.output
+    for command in ("run", "serve"):
+        res = CliRunner().invoke(app, [command, "--eval-episodes", "0"], env=env)
+        assert res.exit_code == 2, res.output
+        assert "--eval-episodes" in res.output and "at least 1 evaluation episode" in res.output
     assert not (tmp_path / "home" / "prefect").exists()
 
 
@@ -43,6 +48,23 @@ def test_refine_refuses_a_zero_budget_another_tasks_policy_and_a_folder_that_is_
         assert res.exit_code == 2, res.output
         assert want in res.output, res.output
     assert not (tmp_path / "home" / "corpus.zarr").exists()  # nothing was recorded
+
+
+def test_eval_refuses_no_episodes_instead_of_reporting_nan(tmp_path):
+    env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}
+    bundle = _reach_bundle(tmp_path / "reach-policy")
+    for n in ("0", "-3"):
+        res = CliRunner().invoke(app, ["eval", str(bundle), "--task", "reach", "--episodes", n, "--json"], env=env)  # fmt: skip
+        assert res.exit_code == 2, res.output
+        assert f"--episodes must be at least 1, not {n}" in res.output, res.output
+
+
+def test_evaluate_refuses_a_count_of_no_whole_episodes():
+    from flywheel.evaluation import evaluate
+
+    for n in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="episodes must be a whole number"):
+            evaluate(lambda o: o, lambda: None, episodes=n)
 
 
 def test_on_a_gymnasium_env_terminations_are_not_taken_for_success(tmp_path):
