@@ -15,14 +15,20 @@ Per task, from 50 noisy expert demos (the same corpus for everyone):
 - every success is measured on the same `--eval-episodes` evaluation seeds (100 by default),
   and each figure carries its 95% Wilson interval (`ci95`): at 50 episodes a success rate near
   0.95 has a standard error of 3 points, so a 95% floor could not be told from 0.92 or 0.98.
+- every multi-step generation's policy is scored on the evaluation seeds too, to check the gate:
+  `ope_rank_agreement` (of pairs of generations, the fraction AM-Q orders as those seeds do;
+  Uni-O4 reports ~80%) and `gate_decision_agreement` (of the gate's accept/reject decisions,
+  the fraction those seeds confirm; chance is 0.5).
 Plots (PNG in --out): success vs env steps of the refinement, with the peers' final points; and
-per-generation OPE score vs true (sim) success of the multi-step candidates.
+per-generation OPE score vs success of the multi-step candidates (evaluation seeds, and the
+gate's own sim episodes).
 JSON lines on stdout, a table on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -89,13 +95,48 @@ def ci95(r: EvalResult | dict[str, Any]) -> list[float]:
     return [round(lo, 3), round(hi, 3)]
 
 
+def ope_rank_agreement(gens: list[dict[str, Any]]) -> float | None:
+    """Of the pairs of generations whose true success differs, the fraction that OPE orders the
+    same way (Uni-O4 reports about 80%); None without such a pair."""
+    ope = [g["ope_accepted"] if g["generation"] == 0 else g["ope_candidate"] for g in gens]
+    true = [g["true_success"] for g in gens]
+    pairs = [(i, j) for i in range(len(gens)) for j in range(i) if true[i] != true[j]]
+    agree = [(ope[i] - ope[j]) * (true[i] - true[j]) > 0 for i, j in pairs]
+    return float(np.mean(agree)) if agree else None
+
+
+def gate_agreement(gens: list[dict[str, Any]]) -> float | None:
+    """The fraction of gate decisions that the evaluation seeds confirm: accepted candidates
+    truly better than the pi_old they replaced, rejected ones not; None without a decision."""
+    accepted_true, right = gens[0]["true_success"], []
+    for g in gens[1:]:
+        better = g["true_success"] > accepted_true
+        right.append(better == g["accepted"])
+        if g["accepted"]:
+            accepted_true = g["true_success"]
+    return float(np.mean(right)) if right else None
+
+
 def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int) -> dict[str, Any]:  # fmt: skip
-    """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each."""
+    """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each.
+
+    Every multi-step generation's policy is also scored on the evaluation seeds (`true_success`):
+    the gate decides on its OPE and 30 sim episodes, and this shows how often it decided right.
+    """
     base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
     base = replace(base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1)))  # fmt: skip
     bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
-    ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn)
-    out: dict[str, Any] = {"ms_bundle": ms["bundle"], "generations": ms["metrics"]["generations"]}  # fmt: skip
+    truth: dict[int, EvalResult] = {}
+
+    def observe(record: dict[str, Any], actor: Any) -> None:
+        truth[record["generation"]] = score(NumpyPolicy(copy.deepcopy(actor).cpu()), env_fn, episodes)  # fmt: skip
+
+    ms = train_offline(corpus, base, home=tmp / "home", env_fn=env_fn, observe=observe)
+    gens = ms["metrics"]["generations"]
+    for g in gens:
+        g["true_success"], g["true_ci95"] = truth[g["generation"]].success_rate, ci95(truth[g["generation"]])  # fmt: skip
+    out: dict[str, Any] = {"ms_bundle": ms["bundle"], "generations": gens}
+    out["ope_rank_agreement"], out["gate_agreement"] = ope_rank_agreement(gens), gate_agreement(gens)  # fmt: skip
     for name, bundle in (("bc", bc["bundle"]), ("multistep", ms["bundle"])):
         got = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
         out[name], out[f"{name}_ci95"] = got.success_rate, ci95(got)
@@ -145,16 +186,20 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
             if r.get(key) is not None:
                 ax.plot([r[f"{key}_budget"]], [r[key]], marker, color=color, mfc="none", label=f"{task}: {key} (scratch)")  # fmt: skip
     ax.set(xlabel="online env steps", ylabel="success (held-out check seeds)", ylim=(-0.02, 1.02))
-    ax.legend(fontsize=6, ncol=2)
+    if ax.get_legend_handles_labels()[0]:  # nothing refined (`--refine ''`): no legend
+        ax.legend(fontsize=6, ncol=2)
     curve = out / "success_vs_env_steps.png"
     fig.tight_layout()
     fig.savefig(curve, dpi=120)
     fig, ax = plt.subplots(figsize=(5, 4))
     for i, (task, r) in enumerate(results.items()):
-        gens = [g for g in r["generations"] if g["ope_candidate"] is not None and g["sim_candidate"] is not None]  # fmt: skip
-        ax.scatter([g["ope_candidate"] for g in gens], [g["sim_candidate"] for g in gens], color=f"C{i}", label=task)  # fmt: skip
-    ax.set(xlabel="AM-Q OPE score of the candidate", ylabel="sim success of the candidate")
-    ax.legend(fontsize=7)
+        gens = [g for g in r["generations"] if g["ope_candidate"] is not None]
+        ope = [g["ope_candidate"] for g in gens]
+        ax.scatter(ope, [g["true_success"] for g in gens], color=f"C{i}", label=f"{task}: evaluation seeds")  # fmt: skip
+        if all(g["sim_candidate"] is not None for g in gens):
+            ax.scatter(ope, [g["sim_candidate"] for g in gens], color=f"C{i}", marker="x", s=12, label=f"{task}: gate's sim episodes")  # fmt: skip
+    ax.set(xlabel="AM-Q OPE score of the candidate", ylabel="success of the candidate")
+    ax.legend(fontsize=6)
     scatter = out / "ope_vs_true_success.png"
     fig.tight_layout()
     fig.savefig(scatter, dpi=120)
@@ -176,6 +221,10 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         r = offline(task, corpus, env_fn, steps, tmp, episodes)
         ms_ci = r["multistep_ci95"]
         emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r["bc_ci95"])  # fmt: skip
+        if r["ope_rank_agreement"] is not None:
+            emit("ope_rank_agreement", r["ope_rank_agreement"], "uni-o4-reported", 0.8, task=task, generations=len(r["generations"]), episodes=episodes)  # fmt: skip
+        if r["gate_agreement"] is not None:
+            emit("gate_decision_agreement", r["gate_agreement"], "chance", 0.5, task=task, decisions=len(r["generations"]) - 1, episodes=episodes)  # fmt: skip
         for algo in ("iql", "td3bc"):
             if f"d3rlpy_{algo}" in r:
                 emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r[f"d3rlpy_{algo}_ci95"])  # fmt: skip

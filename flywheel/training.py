@@ -35,6 +35,8 @@ GATE_SEED = 1_000_000
 """Seeds of gate rollouts: fixed and apart from collection seeds, paired across candidates."""
 
 Progress = Callable[[str, int, int], None]
+Observer = Callable[[dict[str, Any], GaussianActor], None]
+"""Called with each generation's record and the policy it scored (generation 0: the start)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,10 +87,14 @@ class OfflineRun:
         home: Path,
         env_fn: Callable[[], gym.Env] | None = None,
         progress: Progress | None = None,
+        observe: Observer | None = None,
     ) -> None:
+        """`observe` sees every generation's record and the policy it scored as the gate
+        decides, e.g. to measure it further (a resumed run does not replay past generations)."""
         self.device = config.runtime.apply()
         self.corpus, self.cfg, self.env_fn = corpus, config, env_fn
         self.progress = progress or (lambda stage, step, total: None)
+        self.observe = observe or (lambda record, actor: None)
         snap = corpus.snapshot(Filter(task=config.task))
         if not snap.entries:
             raise ValueError(f"{corpus.path}: no episodes of task {config.task!r} to train on")
@@ -207,6 +213,7 @@ class OfflineRun:
             if self.improver is None:
                 self.improver = self._improver(actor)
                 self.generations.append(self._gate(0, accepted_only=True))
+                self.observe(self.generations[-1], self.improver.accepted)
             imp = self.improver
             every = cfg.multistep.gate_every
 
@@ -214,6 +221,7 @@ class OfflineRun:
                 if step % every == 0:
                     d = self._gate(step // every)
                     self.generations.append(d)
+                    self.observe(d, imp.actor)
                     if d["accepted"]:
                         imp.accept()
                         self.gate_cache.clear()
@@ -331,6 +339,6 @@ class OfflineRun:
         return result
 
 
-def train_offline(corpus: Corpus, config: OfflineConfig, *, home: Path, env_fn: Callable[[], gym.Env] | None = None, progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+def train_offline(corpus: Corpus, config: OfflineConfig, *, home: Path, env_fn: Callable[[], gym.Env] | None = None, progress: Progress | None = None, observe: Observer | None = None) -> dict[str, Any]:  # fmt: skip
     """Train (or resume) one offline run and save its bundle; see `OfflineRun`."""
-    return OfflineRun(corpus, config, home=home, env_fn=env_fn, progress=progress).run()
+    return OfflineRun(corpus, config, home=home, env_fn=env_fn, progress=progress, observe=observe).run()  # fmt: skip

@@ -122,11 +122,20 @@ def _corpus(path) -> Corpus:
 
 
 def test_same_seed_same_bundle_and_generations_are_recorded(tmp_path):
+    seen: list[tuple[dict, dict]] = []  # each generation's record and the weights it scored
+
+    def observe(record, actor):
+        seen.append((dict(record), {k: v.clone() for k, v in actor.state_dict().items()}))
+
     a = train_offline(_corpus(tmp_path / "a.zarr"), _cfg(), home=tmp_path / "ha")
-    b = train_offline(_corpus(tmp_path / "b.zarr"), _cfg(), home=tmp_path / "hb")
+    b = train_offline(_corpus(tmp_path / "b.zarr"), _cfg(), home=tmp_path / "hb", observe=observe)
     wa, wb = _weights(a), _weights(b)
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # observing changes nothing
     gens = a["metrics"]["generations"]
+    assert [r for r, _ in seen] == gens
+    # the bundle holds the policy observed at the last accepted generation (or the start)
+    last = [w for r, w in seen if r["accepted"] or r["generation"] == 0][-1]
+    assert all(torch.equal(last[k], v) for k, v in load_bundle(b["bundle"]).actor.state_dict().items())  # fmt: skip
     assert [g["generation"] for g in gens] == [0, 1, 2, 3]
     assert all(g["ope_accepted"] is not None for g in gens)
     assert all(isinstance(g["accepted"], bool) and g["reason"] for g in gens)

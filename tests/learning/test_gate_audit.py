@@ -1,0 +1,30 @@
+"""The quality benchmark's audit of the multi-step gate against the evaluation seeds."""
+
+from __future__ import annotations
+
+from benchmarks.learning_quality import gate_agreement, ope_rank_agreement
+
+
+def _gen(n: int, ope: float, true: float, accepted: bool = False) -> dict:
+    key = "ope_accepted" if n == 0 else "ope_candidate"
+    return {"generation": n, key: ope, "true_success": true, "accepted": accepted}
+
+
+def test_ope_rank_agreement_counts_pairs_whose_true_success_differs():
+    gens = [_gen(0, 10.0, 0.5), _gen(1, 12.0, 0.6), _gen(2, 14.0, 0.4), _gen(3, 15.0, 0.4)]
+    # pairs with different truth: (1,0) agree, (2,0) disagree, (2,1) disagree, (3,0) disagree,
+    # (3,1) disagree; (3,2) is a tie in truth and not counted
+    assert ope_rank_agreement(gens) == 1 / 5
+    assert ope_rank_agreement([_gen(0, 1.0, 0.5), _gen(1, 2.0, 0.5)]) is None
+
+
+def test_gate_agreement_compares_each_decision_with_the_pi_old_it_faced():
+    gens = [
+        _gen(0, 0, 0.5),
+        _gen(1, 0, 0.6, accepted=True),  # right: 0.6 > 0.5; pi_old is now at 0.6
+        _gen(2, 0, 0.55, accepted=True),  # wrong: 0.55 < 0.6 (but pi_old is now at 0.55)
+        _gen(3, 0, 0.58),  # wrong: 0.58 > 0.55 was rejected
+        _gen(4, 0, 0.55),  # right: a tie is no improvement
+    ]
+    assert gate_agreement(gens) == 2 / 4
+    assert gate_agreement(gens[:1]) is None
