@@ -144,6 +144,19 @@ def test_same_seed_same_bundle_and_generations_are_recorded(tmp_path):
     assert lineage["generations"] == gens and lineage["seed"] == 0
 
 
+def test_without_a_margin_or_simulator_every_generation_is_accepted(tmp_path):
+    """The ungated chain (docs/learning.md): what the critic's direction is worth on its own."""
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def observe(record, actor):
+        seen.append({k: v.clone() for k, v in actor.state_dict().items()})
+
+    cfg = _cfg(multistep=replace(_cfg().multistep, margin=float("-inf")))
+    out = train_offline(_corpus(tmp_path / "c.zarr"), cfg, home=tmp_path / "h", observe=observe)
+    assert [g["accepted"] for g in out["metrics"]["generations"]] == [False, True, True, True]
+    assert all(torch.equal(seen[-1][k], v) for k, v in load_bundle(out["bundle"]).actor.state_dict().items())  # fmt: skip
+
+
 class _Killed(Exception):
     pass
 
