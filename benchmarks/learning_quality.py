@@ -107,7 +107,9 @@ def ope_rank_agreement(gens: list[dict[str, Any]]) -> float | None:
 
 def gate_agreement(gens: list[dict[str, Any]]) -> float | None:
     """The fraction of gate decisions that the evaluation seeds confirm: accepted candidates
-    truly better than the pi_old they replaced, rejected ones not; None without a decision."""
+    truly better than the pi_old they replaced, rejected ones not; None without a decision.
+    Differences within the evaluation's own noise (~4-5 points at 100 episodes) are counted
+    as they fall, so on close candidates this is a noisy verdict too."""
     accepted_true, right = gens[0]["true_success"], []
     for g in gens[1:]:
         better = g["true_success"] > accepted_true
