@@ -105,18 +105,20 @@ def ope_rank_agreement(gens: list[dict[str, Any]]) -> float | None:
     return float(np.mean(agree)) if agree else None
 
 
-def gate_agreement(gens: list[dict[str, Any]]) -> float | None:
+def gate_decision_agreement(gens: list[dict[str, Any]]) -> float | None:
     """The fraction of gate decisions that the evaluation seeds confirm: accepted candidates
     truly better than the pi_old they replaced, rejected ones not; None without a decision.
     Differences within the evaluation's own noise (~4-5 points at 100 episodes) are counted
     as they fall, so on close candidates this is a noisy verdict too."""
+    if len(gens) < 2:
+        return None
     accepted_true, right = gens[0]["true_success"], []
     for g in gens[1:]:
         better = g["true_success"] > accepted_true
         right.append(better == g["accepted"])
         if g["accepted"]:
             accepted_true = g["true_success"]
-    return float(np.mean(right)) if right else None
+    return float(np.mean(right))
 
 
 def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int) -> dict[str, Any]:  # fmt: skip
@@ -138,7 +140,7 @@ def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episo
     for g in gens:
         g["true_success"], g["true_ci95"] = truth[g["generation"]].success_rate, ci95(truth[g["generation"]])  # fmt: skip
     out: dict[str, Any] = {"ms_bundle": ms["bundle"], "generations": gens}
-    out["ope_rank_agreement"], out["gate_agreement"] = ope_rank_agreement(gens), gate_agreement(gens)  # fmt: skip
+    out["ope_rank_agreement"], out["gate_decision_agreement"] = ope_rank_agreement(gens), gate_decision_agreement(gens)  # fmt: skip
     for name, bundle in (("bc", bc["bundle"]), ("multistep", ms["bundle"])):
         got = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
         out[name], out[f"{name}_ci95"] = got.success_rate, ci95(got)
@@ -225,8 +227,8 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r["bc_ci95"])  # fmt: skip
         if r["ope_rank_agreement"] is not None:
             emit("ope_rank_agreement", r["ope_rank_agreement"], "uni-o4-reported", 0.8, task=task, generations=len(r["generations"]), episodes=episodes)  # fmt: skip
-        if r["gate_agreement"] is not None:
-            emit("gate_decision_agreement", r["gate_agreement"], "chance", 0.5, task=task, decisions=len(r["generations"]) - 1, episodes=episodes)  # fmt: skip
+        if r["gate_decision_agreement"] is not None:
+            emit("gate_decision_agreement", r["gate_decision_agreement"], "chance", 0.5, task=task, decisions=len(r["generations"]) - 1, episodes=episodes)  # fmt: skip
         for algo in ("iql", "td3bc"):
             if f"d3rlpy_{algo}" in r:
                 emit("success_multistep_vs_d3rlpy", r["multistep"], f"d3rlpy-2.8.1-{algo}", r[f"d3rlpy_{algo}"], task=task, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r[f"d3rlpy_{algo}_ci95"])  # fmt: skip

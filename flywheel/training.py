@@ -36,7 +36,9 @@ GATE_SEED = 1_000_000
 
 Progress = Callable[[str, int, int], None]
 Observer = Callable[[dict[str, Any], GaussianActor], None]
-"""Called with each generation's record and the policy it scored (generation 0: the start)."""
+"""Called with (a copy of) each generation's record and the policy it scored (generation 0: the
+start). The policy is the live one being trained: copy it before changing it (`.eval()`,
+`.cpu()`, ...)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,7 +215,7 @@ class OfflineRun:
             if self.improver is None:
                 self.improver = self._improver(actor)
                 self.generations.append(self._gate(0, accepted_only=True))
-                self.observe(self.generations[-1], self.improver.accepted)
+                self.observe(dict(self.generations[-1]), self.improver.accepted)
             imp = self.improver
             every = cfg.multistep.gate_every
 
@@ -221,7 +223,7 @@ class OfflineRun:
                 if step % every == 0:
                     d = self._gate(step // every)
                     self.generations.append(d)
-                    self.observe(d, imp.actor)
+                    self.observe(dict(d), imp.actor)
                     if d["accepted"]:
                         imp.accept()
                         self.gate_cache.clear()

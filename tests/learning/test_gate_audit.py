@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.learning_quality import gate_agreement, ope_rank_agreement
+from benchmarks.learning_quality import gate_decision_agreement, ope_rank_agreement
 
 
 def _gen(n: int, ope: float, true: float, accepted: bool = False) -> dict:
@@ -18,7 +18,7 @@ def test_ope_rank_agreement_counts_pairs_whose_true_success_differs():
     assert ope_rank_agreement([_gen(0, 1.0, 0.5), _gen(1, 2.0, 0.5)]) is None
 
 
-def test_gate_agreement_compares_each_decision_with_the_pi_old_it_faced():
+def test_gate_decision_agreement_compares_each_decision_with_the_pi_old_it_faced():
     gens = [
         _gen(0, 0, 0.5),
         _gen(1, 0, 0.6, accepted=True),  # right: 0.6 > 0.5; pi_old is now at 0.6
@@ -26,5 +26,9 @@ def test_gate_agreement_compares_each_decision_with_the_pi_old_it_faced():
         _gen(3, 0, 0.58),  # wrong: 0.58 > 0.55 was rejected
         _gen(4, 0, 0.55),  # right: a tie is no improvement
     ]
-    assert gate_agreement(gens) == 2 / 4
-    assert gate_agreement(gens[:1]) is None
+    assert gate_decision_agreement(gens) == 2 / 4
+    # all right only when judged against the pi_old in force (vs the start: 1/3, vs the
+    # previous generation: 2/3)
+    chain = [_gen(0, 0, 0.5), _gen(1, 0, 0.6, accepted=True), _gen(2, 0, 0.55), _gen(3, 0, 0.58)]
+    assert gate_decision_agreement(chain) == 1.0
+    assert gate_decision_agreement(gens[:1]) is None and gate_decision_agreement([]) is None
