@@ -197,12 +197,13 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     fig.savefig(curve, dpi=120)
     fig, ax = plt.subplots(figsize=(5, 4))
     for i, (task, r) in enumerate(results.items()):
-        gens = [g for g in r["generations"] if g["ope_candidate"] is not None]
+        start, *gens = r["generations"]
         ope = [g["ope_candidate"] for g in gens]
+        ax.scatter([start["ope_accepted"]], [start["true_success"]], color=f"C{i}", marker="s", facecolors="none", label=f"{task}: BC start")  # fmt: skip
         ax.scatter(ope, [g["true_success"] for g in gens], color=f"C{i}", label=f"{task}: evaluation seeds")  # fmt: skip
         if all(g["sim_candidate"] is not None for g in gens):
             ax.scatter(ope, [g["sim_candidate"] for g in gens], color=f"C{i}", marker="x", s=12, label=f"{task}: gate's sim episodes")  # fmt: skip
-    ax.set(xlabel="AM-Q OPE score of the candidate", ylabel="success of the candidate")
+    ax.set(xlabel="AM-Q OPE score", ylabel="success")
     ax.legend(fontsize=6)
     scatter = out / "ope_vs_true_success.png"
     fig.tight_layout()
