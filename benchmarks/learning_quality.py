@@ -95,10 +95,15 @@ def ci95(r: EvalResult | dict[str, Any]) -> list[float]:
     return [round(lo, 3), round(hi, 3)]
 
 
+def scored_ope(g: dict[str, Any]) -> float:
+    """The AM-Q score of the policy a generation scored: the start at 0, the candidate after."""
+    return g["ope_accepted"] if g["generation"] == 0 else g["ope_candidate"]
+
+
 def ope_rank_agreement(gens: list[dict[str, Any]]) -> float | None:
     """Of the pairs of generations whose true success differs, the fraction that OPE orders the
     same way (Uni-O4 reports about 80%); None without such a pair."""
-    ope = [g["ope_accepted"] if g["generation"] == 0 else g["ope_candidate"] for g in gens]
+    ope = [scored_ope(g) for g in gens]
     true = [g["true_success"] for g in gens]
     pairs = [(i, j) for i in range(len(gens)) for j in range(i) if true[i] != true[j]]
     agree = [(ope[i] - ope[j]) * (true[i] - true[j]) > 0 for i, j in pairs]
@@ -198,8 +203,8 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5, 4))
     for i, (task, r) in enumerate(results.items()):
         start, *gens = r["generations"]
-        ope = [g["ope_candidate"] for g in gens]
-        ax.scatter([start["ope_accepted"]], [start["true_success"]], color=f"C{i}", marker="s", facecolors="none", label=f"{task}: BC start")  # fmt: skip
+        ope = [scored_ope(g) for g in gens]
+        ax.scatter([scored_ope(start)], [start["true_success"]], color=f"C{i}", marker="s", facecolors="none", label=f"{task}: BC start")  # fmt: skip
         ax.scatter(ope, [g["true_success"] for g in gens], color=f"C{i}", label=f"{task}: evaluation seeds")  # fmt: skip
         if all(g["sim_candidate"] is not None for g in gens):
             ax.scatter(ope, [g["sim_candidate"] for g in gens], color=f"C{i}", marker="x", s=12, label=f"{task}: gate's sim episodes")  # fmt: skip
