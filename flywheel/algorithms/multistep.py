@@ -50,6 +50,8 @@ class MultiStepConfig:
     def __post_init__(self) -> None:
         if self.steps < self.gate_every or self.gate_every < 1 or not 0 < self.clip < 1:
             raise ValueError("need steps >= gate_every >= 1 and 0 < clip < 1")
+        if self.margin != self.margin:  # NaN: every comparison with it is False, so all accepted
+            raise ValueError("margin is NaN (use -inf on purpose to accept every generation)")
 
 
 def ppo_clip_loss(

@@ -271,3 +271,10 @@ def test_offline_source_draws_the_corpus_samplers_transitions(tiny_cache):
             )
     for k in ("action", "reward", "done", "truncated"):
         np.testing.assert_array_equal(ours[k].numpy(), np.asarray(ref[k], np.float32))
+
+
+def test_a_nan_gate_margin_is_refused():
+    """NaN would make the OPE check pass for every candidate, silently ungating the run."""
+    with pytest.raises(ValueError, match="margin is NaN"):
+        MultiStepConfig(margin=float("nan"))
+    assert MultiStepConfig(margin=float("-inf")).margin == float("-inf")  # ungated on purpose
