@@ -2,7 +2,7 @@
 
     python -m benchmarks.learning_quality [--quick] [--tasks push,lift,pick_place,drawer]
         [--budget 300000] [--refine sac,ppo] [--sac-budget 30000] [--no-sb3] [--out DIR]
-        [--eval-episodes 100]
+        [--eval-episodes 500]
 
 Per task, from 50 noisy expert demos (the same corpus for everyone):
 - offline: success of our BC, our multi-step (IQL critic + gated PPO-clip generations), and of
@@ -12,9 +12,11 @@ Per task, from 50 noisy expert demos (the same corpus for everyone):
   (corpus in every batch) and by PPO, each on its own copy of the corpus; floor: 95% success on
   lift and pick_place; vs SB3 PPO from scratch with the same budget and SB3 SAC from scratch with `--sac-budget` (SAC does one
   gradient step per env step, ~100 steps/s on one CPU core: 300k would take ~50 min per task);
-- every success is measured on the same `--eval-episodes` evaluation seeds (100 by default),
-  and each figure carries its 95% Wilson interval (`ci95`): at 50 episodes a success rate near
-  0.95 has a standard error of 3 points, so a 95% floor could not be told from 0.92 or 0.98.
+- every success is measured on the same `--eval-episodes` evaluation seeds (500 by default),
+  and each figure carries its 95% Wilson interval (`ci95`): at 100 episodes a success rate near
+  0.5 has a standard error of 5 points, as large as the gains being judged. Multi-step's gain
+  over BC is also given paired per seed (`paired_gain`, `paired_gain_half95`), and the average
+  gain over tasks with its 95% half-width (`half95_points`).
 - every multi-step generation's policy is scored on the evaluation seeds too, to check the gate:
   `ope_rank_agreement` (of pairs of generations, the fraction AM-Q orders as those seeds do;
   Uni-O4 reports ~80%) and `gate_decision_agreement` (of the gate's accept/reject decisions,
@@ -52,7 +54,7 @@ from flywheel.policies import NumpyPolicy, load_bundle
 from flywheel.training import OfflineConfig, train_offline
 
 EVAL_SEED, DEMOS = 123, 50
-EVAL_EPISODES = 100
+EVAL_EPISODES = 500
 """Default evaluation size (`--eval-episodes`)."""
 REFINE_FLOOR_TASKS = ("lift", "pick_place")
 """The issue's floor: refinement reaches 95% success on these within the budget."""
@@ -95,6 +97,18 @@ def ci95(r: EvalResult | dict[str, Any]) -> list[float]:
     return [round(lo, 3), round(hi, 3)]
 
 
+def paired_gain(a: EvalResult, b: EvalResult) -> tuple[float, float]:
+    """Success of `a` minus `b` on the same seeds, and the 95% half-width of that difference.
+
+    Paired per seed (the same initial state for both), so the interval is that of the mean of
+    per-seed differences, not of two independent rates."""
+    if a.seeds != b.seeds:
+        raise ValueError("a paired gain needs both results on the same seeds")
+    d = np.asarray(a.successes, float) - np.asarray(b.successes, float)
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
+    return float(d.mean()), float(half)
+
+
 def scored_ope(g: dict[str, Any]) -> float:
     """The AM-Q score of the policy a generation scored: the start at 0, the candidate after."""
     return g["ope_accepted"] if g["generation"] == 0 else g["ope_candidate"]
@@ -113,8 +127,8 @@ def ope_rank_agreement(gens: list[dict[str, Any]]) -> float | None:
 def gate_decision_agreement(gens: list[dict[str, Any]]) -> float | None:
     """The fraction of gate decisions that the evaluation seeds confirm: accepted candidates
     truly better than the pi_old they replaced, rejected ones not; None without a decision.
-    Differences within the evaluation's own noise (~4-5 points at 100 episodes) are counted
-    as they fall, so on close candidates this is a noisy verdict too."""
+    Differences within the evaluation's own noise (a standard error of ~5 points at 100
+    episodes, ~2 at 500) are counted as they fall: on close candidates a noisy verdict too."""
     if len(gens) < 2:
         return None
     accepted_true, right = gens[0]["true_success"], []
@@ -146,9 +160,11 @@ def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episo
         g["true_success"], g["true_ci95"] = truth[g["generation"]].success_rate, ci95(truth[g["generation"]])  # fmt: skip
     out: dict[str, Any] = {"ms_bundle": ms["bundle"], "generations": gens}
     out["ope_rank_agreement"], out["gate_decision_agreement"] = ope_rank_agreement(gens), gate_decision_agreement(gens)  # fmt: skip
+    got = {}
     for name, bundle in (("bc", bc["bundle"]), ("multistep", ms["bundle"])):
-        got = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
-        out[name], out[f"{name}_ci95"] = got.success_rate, ci95(got)
+        got[name] = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
+        out[name], out[f"{name}_ci95"] = got[name].success_rate, ci95(got[name])
+    out["gain_vs_bc"], out["gain_vs_bc_half95"] = paired_gain(got["multistep"], got["bc"])
     if peers.available():
         cache = TrainingCache.build(corpus, corpus.snapshot(Filter(task=task)))  # what ours sees
         npz = peers.to_d3rlpy_npz(cache, tmp / f"{task}.npz")
@@ -230,7 +246,7 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
         r = offline(task, corpus, env_fn, steps, tmp, episodes)
         ms_ci = r["multistep_ci95"]
-        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r["bc_ci95"])  # fmt: skip
+        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, ci95=ms_ci, anchor_ci95=r["bc_ci95"], paired_gain=round(r["gain_vs_bc"], 4), paired_gain_half95=round(r["gain_vs_bc_half95"], 4))  # fmt: skip
         if r["ope_rank_agreement"] is not None:
             emit("ope_rank_agreement", r["ope_rank_agreement"], "uni-o4-reported", 0.8, task=task, generations=len(r["generations"]), episodes=episodes)  # fmt: skip
         if r["gate_decision_agreement"] is not None:
@@ -262,9 +278,9 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         (out / "quality.json").write_text(json.dumps(results, indent=1, default=str))
     for p in plot(results, out):
         print(json.dumps({"bench": "learning", "metric": "plot", "path": str(p)}), flush=True)
-    ms_avg = float(np.mean([r["multistep"] for r in results.values()]))
-    bc_avg = float(np.mean([r["bc"] for r in results.values()]))
-    emit("success_multistep_minus_bc_avg_points", 100 * (ms_avg - bc_avg), "floor", 10.0, tasks=",".join(tasks))  # fmt: skip
+    gains = [r["gain_vs_bc"] for r in results.values()]  # tasks independent: variances add
+    half = float(np.sqrt(np.sum(np.square([r["gain_vs_bc_half95"] for r in results.values()])))) / len(gains)  # fmt: skip
+    emit("success_multistep_minus_bc_avg_points", 100 * float(np.mean(gains)), "floor", 10.0, tasks=",".join(tasks), half95_points=round(100 * half, 2))  # fmt: skip
 
 
 def main() -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from benchmarks.learning_quality import gate_decision_agreement, ope_rank_agreement
+import math
+
+import pytest
+
+from benchmarks.learning_quality import gate_decision_agreement, ope_rank_agreement, paired_gain
+from flywheel.evaluation import EvalResult
 
 
 def _gen(n: int, ope: float, true: float, accepted: bool = False) -> dict:
@@ -32,3 +37,20 @@ def test_gate_decision_agreement_compares_each_decision_with_the_pi_old_it_faced
     chain = [_gen(0, 0, 0.5), _gen(1, 0, 0.6, accepted=True), _gen(2, 0, 0.55), _gen(3, 0, 0.58)]
     assert gate_decision_agreement(chain) == 1.0
     assert gate_decision_agreement(gens[:1]) is None and gate_decision_agreement([]) is None
+
+
+def _result(wins: list[bool], seeds: list[int] | None = None) -> EvalResult:
+    n = len(wins)
+    return EvalResult(n, sum(wins) / n, 0.0, (0.0, 1.0), 0, successes=wins, seeds=seeds or list(range(n)))  # fmt: skip
+
+
+def test_paired_gain_is_the_mean_per_seed_difference_with_its_interval():
+    a = _result([True, True, False, True])
+    b = _result([False, True, False, False])
+    gain, half = paired_gain(a, b)
+    assert gain == 0.5  # differences 1, 0, 0, 1
+    assert math.isclose(half, 1.96 * math.sqrt(1 / 3) / 2)  # sample std of (1,0,0,1) is sqrt(1/3)
+    # the same wins on every seed: no gain and no doubt about it
+    assert paired_gain(a, a) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_gain(a, _result([True] * 4, seeds=[4, 5, 6, 7]))
