@@ -48,7 +48,7 @@ import torch
 
 from benchmarks import peers, reporting
 from flywheel.corpus import Corpus, Filter, TrainingCache
-from flywheel.evaluation import EvalResult, evaluate
+from flywheel.evaluation import EvalResult, evaluate, paired_gain
 from flywheel.online import RefineConfig, refine
 from flywheel.policies import NumpyPolicy, load_bundle
 from flywheel.training import OfflineConfig, train_offline
@@ -97,16 +97,14 @@ def ci95(r: EvalResult | dict[str, Any]) -> list[float]:
     return [round(lo, 3), round(hi, 3)]
 
 
-def paired_gain(a: EvalResult, b: EvalResult) -> tuple[float, float]:
-    """Success of `a` minus `b` on the same seeds, and the 95% half-width of that difference.
-
-    Paired per seed (the same initial state for both), so the interval is that of the mean of
-    per-seed differences, not of two independent rates."""
+def gain_ci95(a: EvalResult, b: EvalResult) -> tuple[float, float]:
+    """Success of `a` minus `b`, paired per seed (the same initial state for both), and the
+    95% half-width of that difference: the interval of the mean per-seed difference, not of
+    two independent rates."""
     if a.seeds != b.seeds:
         raise ValueError("a paired gain needs both results on the same seeds")
-    d = np.asarray(a.successes, float) - np.asarray(b.successes, float)
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("inf")
-    return float(d.mean()), float(half)
+    gain, se = paired_gain(a.successes, b.successes)
+    return gain, 1.96 * se
 
 
 def scored_ope(g: dict[str, Any]) -> float:
@@ -164,7 +162,7 @@ def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episo
     for name, bundle in (("bc", bc["bundle"]), ("multistep", ms["bundle"])):
         got[name] = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
         out[name], out[f"{name}_ci95"] = got[name].success_rate, ci95(got[name])
-    out["gain_vs_bc"], out["gain_vs_bc_half95"] = paired_gain(got["multistep"], got["bc"])
+    out["gain_vs_bc"], out["gain_vs_bc_half95"] = gain_ci95(got["multistep"], got["bc"])
     if peers.available():
         cache = TrainingCache.build(corpus, corpus.snapshot(Filter(task=task)))  # what ours sees
         npz = peers.to_d3rlpy_npz(cache, tmp / f"{task}.npz")

@@ -7,7 +7,7 @@ initial states and randomisation draws (a paired comparison).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,15 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_gain(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean per-seed difference a - b of two policies' outcomes on the same seeds, and its
+    standard error. Pairing removes what the seeds share (an easy start is easy for both)."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"a paired gain needs the same seeds for both, at least 2 ({len(a)} vs {len(b)})")  # fmt: skip
+    d = np.asarray(a, float) - np.asarray(b, float)
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 @dataclass

@@ -23,7 +23,13 @@ import torch
 from flywheel.algorithms.base import OfflineSource, to_device
 from flywheel.algorithms.bc import BC, BCConfig
 from flywheel.algorithms.iql import IQLConfig, IQLCritic
-from flywheel.algorithms.multistep import GateDecision, MultiStepConfig, MultiStepImprover, decide
+from flywheel.algorithms.multistep import (
+    GateDecision,
+    MultiStepConfig,
+    MultiStepImprover,
+    decide,
+    sim_evidence,
+)
 from flywheel.checkpoints import load_checkpoint, save_checkpoint
 from flywheel.corpus import Corpus, Filter, TrainingCache
 from flywheel.evaluation import evaluate
@@ -270,12 +276,13 @@ class OfflineRun:
                 seed=self.cfg.seed,
             )
 
-        def sim(actor: GaussianActor) -> tuple[float, float] | None:
+        def sim(actor: GaussianActor) -> dict[str, list[float]] | None:
+            """Per-seed success and return on the gate's fixed seeds (JSON: kept in checkpoints)."""
             if self.env_fn is None:
                 return None
             on_cpu = copy.deepcopy(actor).cpu()  # rollouts step one env at a time: CPU work
             r = evaluate(NumpyPolicy(on_cpu), self.env_fn, episodes=cfg.sim_episodes, seed=GATE_SEED)  # fmt: skip
-            return r.success_rate, r.mean_return
+            return {"success": [float(x) for x in r.successes], "return": r.returns}
 
         if "ope" not in self.gate_cache:
             self.gate_cache["ope"] = ope(imp.accepted)
@@ -288,15 +295,16 @@ class OfflineRun:
             ope_accepted=self.gate_cache["ope"],
         )
         if acc_sim is not None:
-            d.sim_accepted, d.sim_return_accepted = acc_sim
+            d.sim_accepted, d.sim_return_accepted = (float(np.mean(acc_sim[k])) for k in ("success", "return"))  # fmt: skip
         if accepted_only:
             d.reason = "behaviour-cloned starting point"
             return d.to_json()
         d.ope_candidate = ope(imp.actor)
         cand_sim = sim(imp.actor)
-        if cand_sim is not None:
-            d.sim_candidate, d.sim_return_candidate = cand_sim
-        return decide(d, cfg.margin).to_json()
+        if cand_sim is not None and acc_sim is not None:
+            d.sim_candidate, d.sim_return_candidate = (float(np.mean(cand_sim[k])) for k in ("success", "return"))  # fmt: skip
+            sim_evidence(d, cand_sim, acc_sim)
+        return decide(d, cfg.margin, cfg.sim_z).to_json()
 
     @functools.cached_property
     def _ope_start(self) -> dict[str, torch.Tensor]:

@@ -91,13 +91,14 @@ def collect_task(task_name: str, episodes: int, policy: str, noise: float, seed:
 
 
 @task(**COMPUTE)
-def train_task(task_name: str, algo: str, steps: int, seed: int, corpus: str, home: str) -> dict[str, Any]:  # fmt: skip
-    """One offline run (BC or multi-step); resumes if a previous attempt was killed."""
+def train_task(task_name: str, algo: str, steps: int, seed: int, corpus: str, home: str, gate_episodes: int = 50) -> dict[str, Any]:  # fmt: skip
+    """One offline run (BC or multi-step); resumes if a previous attempt was killed. The
+    multi-step gate rolls out `gate_episodes` per policy it scores."""
     from flywheel.corpus import Corpus
     from flywheel.training import OfflineConfig, train_offline
 
     cfg = OfflineConfig(task=task_name, algo=algo, seed=seed, bc_steps=steps, iql_steps=steps)  # type: ignore[arg-type]
-    cfg = replace(cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=max(1, steps // 8)))
+    cfg = replace(cfg, multistep=replace(cfg.multistep, steps=steps, gate_every=max(1, steps // 8), sim_episodes=gate_episodes))  # fmt: skip
     env_fn = _env_fn(task_name) if algo == "multistep" else None
     out = train_offline(Corpus(corpus), cfg, home=Path(home), env_fn=env_fn)
     return {"bundle": out["bundle"], "snapshot": out["snapshot"], "generations": out["metrics"].get("generations", [])}  # fmt: skip
@@ -166,11 +167,12 @@ def collect_flow(tasks: list[str], episodes: int, corpus: str, policy: str = "ex
 
 @flow(name="retrain")
 def retrain_flow(tasks: list[str], corpus: str, home: str, steps: int = 2000, seed: int = 0, eval_episodes: int = 50, eval_seed: int = 7) -> dict[str, Any]:  # fmt: skip
-    """Snapshot -> BC (one-step) -> multi-step offline (gated) -> evaluation, per task."""
+    """Snapshot -> BC (one-step) -> multi-step offline (gated) -> evaluation, per task. The
+    gate's sim episodes are as many as the evaluation's (at least 2, for a paired error)."""
     out: dict[str, Any] = {}
     for t in tasks:
         bc = train_task(t, "bc", steps, seed, corpus, home)
-        ms = train_task(t, "multistep", steps, seed, corpus, home)
+        ms = train_task(t, "multistep", steps, seed, corpus, home, max(2, eval_episodes))
         out[t] = {
             "bc": bc["bundle"],
             "multistep": ms["bundle"],

@@ -20,6 +20,7 @@ import torch
 from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
 from flywheel.algorithms.iql import IQLCritic
 from flywheel.algorithms.optim import Metrics, adam_step
+from flywheel.evaluation import paired_gain
 from flywheel.policies import GaussianActor
 
 
@@ -43,15 +44,23 @@ class MultiStepConfig:
     """H of AM-Q model rollouts (Uni-O4: 2-100 for manipulation; shrink if values explode)."""
     ope_states: int = 512
     """Dataset start states for AM-Q."""
-    sim_episodes: int = 30
-    """Real rollouts per gate decision when a simulator is given (same seeds for both). At 10,
-    one success rate's standard error (~0.16 near 50%) dwarfed the gains being judged."""
+    sim_episodes: int = 100
+    """Real rollouts per gate decision when a simulator is given (same seeds for both). At 30,
+    one success rate's standard error (~0.09 near 50%) was larger than the gains judged."""
+    sim_z: float = 1.645
+    """The sim gain (paired per seed) must be at least this many standard errors above zero
+    (one-sided 95%): a tie or a win on a seed or two is noise, not an improvement. For success,
+    with w seeds won and l lost, z = (w - l) / sqrt(w + l) about; 1.0 would pass a 1-0."""
 
     def __post_init__(self) -> None:
         if self.steps < self.gate_every or self.gate_every < 1 or not 0 < self.clip < 1:
             raise ValueError("need steps >= gate_every >= 1 and 0 < clip < 1")
         if self.margin != self.margin:  # NaN: every comparison with it is False, so all accepted
             raise ValueError("margin is NaN (use -inf on purpose to accept every generation)")
+        if self.sim_episodes < 2:  # a paired standard error needs two seeds
+            raise ValueError(f"sim_episodes must be at least 2, not {self.sim_episodes}")
+        if not self.sim_z >= 0:  # NaN too
+            raise ValueError(f"sim_z must be at least 0, not {self.sim_z}")
 
 
 def ppo_clip_loss(
@@ -76,6 +85,11 @@ class GateDecision:
     sim_accepted: float | None = None
     sim_return_candidate: float | None = None
     sim_return_accepted: float | None = None
+    sim_gain: float | None = None
+    """Mean per-seed gain of the candidate over pi_old: success, or return where the two
+    succeeded on exactly the same seeds (`sim_gain_on`)."""
+    sim_gain_se: float | None = None
+    sim_gain_on: str | None = None
     accepted: bool = False
     reason: str = ""
 
@@ -83,12 +97,21 @@ class GateDecision:
         return asdict(self)
 
 
-def decide(d: GateDecision, margin: float) -> GateDecision:
-    """Accept only if OPE improves by the margin and real rollouts (if any) do not get worse.
+def sim_evidence(
+    d: GateDecision, candidate: dict[str, list[float]], accepted: dict[str, list[float]]
+) -> GateDecision:
+    """Fill the paired sim gain from per-seed `success` and `return` lists. Success decides;
+    where both policies succeeded on exactly the same seeds (both always fail, say, or both
+    always succeed), success says nothing and return decides."""
+    on = "return" if candidate["success"] == accepted["success"] else "success"
+    d.sim_gain, d.sim_gain_se = paired_gain(candidate[on], accepted[on])
+    d.sim_gain_on = on
+    return d
 
-    With rollouts, success rate must rise, or stay equal with a higher return (paired seeds
-    make a tie meaningful).
-    """
+
+def decide(d: GateDecision, margin: float, z: float = 1.645) -> GateDecision:
+    """Accept only if OPE improves by the margin and real rollouts (if any) show a gain at
+    least `z` standard errors above zero, paired per seed (`sim_evidence`)."""
     reasons = []
     ok = True
     if d.ope_candidate is not None and d.ope_accepted is not None:
@@ -96,17 +119,10 @@ def decide(d: GateDecision, margin: float) -> GateDecision:
         if d.ope_candidate < need:
             ok = False
             reasons.append(f"OPE {d.ope_candidate:.4g} < {need:.4g} (accepted + {margin:.0%})")
-    if d.sim_candidate is not None and d.sim_accepted is not None:
-        better = d.sim_candidate > d.sim_accepted or (
-            d.sim_candidate == d.sim_accepted
-            and (d.sim_return_candidate or 0.0) > (d.sim_return_accepted or 0.0)
-        )
-        if not better:
-            ok = False
-            why = f"sim success {d.sim_candidate:.2f} vs accepted {d.sim_accepted:.2f}"
-            if d.sim_candidate == d.sim_accepted:  # the tie was broken by return
-                why += f", return {d.sim_return_candidate or 0.0:.4g} <= {d.sim_return_accepted or 0.0:.4g}"  # fmt: skip
-            reasons.append(why)
+    gain, se = d.sim_gain, d.sim_gain_se
+    if gain is not None and se is not None and not (gain > 0 and gain >= z * se):
+        ok = False
+        reasons.append(f"sim {d.sim_gain_on} gain {gain:+.3g} < {z:g} x its standard error {se:.3g}")  # fmt: skip
     d.accepted = ok
     d.reason = "improved" if ok else "; ".join(reasons)
     return d

@@ -24,9 +24,11 @@ from flywheel.algorithms.multistep import (
     MultiStepImprover,
     decide,
     ppo_clip_loss,
+    sim_evidence,
 )
 from flywheel.algorithms.ppo import PPO, PPOConfig, gae
 from flywheel.algorithms.sac import SAC, SACConfig
+from flywheel.evaluation import paired_gain
 from flywheel.policies import GaussianActor, Normalizer, PolicySpec, ValueNet
 
 
@@ -213,36 +215,59 @@ def test_gae_matches_hand_computation():
     assert torch.allclose(ret, adv + v)
 
 
+def _sim(wins: list[int], returns: list[float] | None = None) -> dict[str, list[float]]:
+    return {"success": [float(w) for w in wins], "return": returns or [float(w) for w in wins]}
+
+
+def _gate(ope: float, cand: dict, acc: dict, **z: float) -> GateDecision:
+    d = GateDecision(generation=1, step=100, ope_candidate=ope, ope_accepted=1.0)
+    return decide(sim_evidence(d, cand, acc), 0.05, **z)
+
+
 def test_gate_rejects_a_worse_generation_and_accepts_a_better_one():
-    worse = decide(
-        GateDecision(
-            generation=1,
-            step=100,
-            ope_candidate=0.9,
-            ope_accepted=1.0,
-            sim_candidate=0.4,
-            sim_accepted=0.6,
-        ),
-        0.05,
-    )
-    assert not worse.accepted and "OPE" in worse.reason and "sim success" in worse.reason
+    old = _sim([1, 1, 1, 0, 0, 0, 1, 0, 1, 0] * 3)  # 15 of 30
+    worse = _gate(0.9, _sim([1, 0, 1, 0, 0, 0, 0, 0, 1, 0] * 3), old)
+    assert not worse.accepted and "OPE" in worse.reason and "sim success gain" in worse.reason
     small = decide(GateDecision(generation=2, step=200, ope_candidate=1.02, ope_accepted=1.0), 0.05)
     assert not small.accepted  # within the margin: OPE is right only ~80% of the time
-    better = decide(
-        GateDecision(
-            generation=3,
-            step=300,
-            ope_candidate=1.2,
-            ope_accepted=1.0,
-            sim_candidate=0.8,
-            sim_accepted=0.6,
-        ),
-        0.05,
+    better = _gate(1.2, _sim([1, 1, 1, 1, 0, 1, 1, 0, 1, 1] * 3), old)  # 24 of 30, losing none
+    assert (
+        better.accepted
+        and better.sim_gain == pytest.approx(0.3)
+        and better.sim_gain_on == "success"
     )
-    assert better.accepted
-    tie = decide(GateDecision(generation=4, step=400, ope_candidate=1.2, ope_accepted=1.0, sim_candidate=0.6, sim_accepted=0.6,
-                              sim_return_candidate=5.0, sim_return_accepted=6.0), 0.05)  # fmt: skip
-    assert not tie.accepted
+
+
+def test_gate_wants_a_sim_gain_beyond_its_noise():
+    old = _sim([1, 0] * 50)
+    # won on one more seed of 100, lost on none: a higher rate, but a coin could do it
+    one = _gate(1.2, _sim([1, 0] * 49 + [1, 1]), old)
+    assert not one.accepted and "standard error" in one.reason
+    assert _gate(1.2, _sim([1, 0] * 49 + [1, 1]), old, z=0.0).accepted  # z=0: any rise
+    # won on three, lost on none: (3 - 0) / sqrt(3) = 1.73 standard errors
+    assert _gate(1.2, _sim([1, 0] * 47 + [1, 1] * 3), old).accepted
+    # other seeds succeed at the same rate: no gain
+    assert not _gate(1.2, _sim([0, 1] * 50), old).accepted
+
+
+def test_gate_lets_return_decide_where_success_says_nothing():
+    never = [0] * 10
+    higher = _gate(1.2, _sim(never, [float(r) for r in range(20, 30)]), _sim(never, [float(r) for r in range(10)]))  # fmt: skip
+    assert (
+        higher.accepted and higher.sim_gain_on == "return" and higher.sim_gain == pytest.approx(20)
+    )
+    lower = _gate(1.2, _sim(never, [1.0] * 10), _sim(never, [2.0] * 10))
+    assert not lower.accepted and "sim return gain" in lower.reason
+
+
+def test_paired_gain_needs_the_same_seeds():
+    assert paired_gain([1, 1, 0], [0, 1, 0]) == pytest.approx((1 / 3, np.std([1, 0, 0], ddof=1) / np.sqrt(3)))  # fmt: skip
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_gain([1, 0], [1, 0, 1])
+    with pytest.raises(ValueError, match="at least 2"):
+        MultiStepConfig(sim_episodes=1)
+    with pytest.raises(ValueError, match="sim_z"):
+        MultiStepConfig(sim_z=float("nan"))
 
 
 def test_mixed_source_takes_half_from_each(tiny_cache):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.learning_quality import gate_decision_agreement, ope_rank_agreement, paired_gain
+from benchmarks.learning_quality import gain_ci95, gate_decision_agreement, ope_rank_agreement
 from flywheel.evaluation import EvalResult
 
 
@@ -44,13 +44,13 @@ def _result(wins: list[bool], seeds: list[int] | None = None) -> EvalResult:
     return EvalResult(n, sum(wins) / n, 0.0, (0.0, 1.0), 0, successes=wins, seeds=seeds or list(range(n)))  # fmt: skip
 
 
-def test_paired_gain_is_the_mean_per_seed_difference_with_its_interval():
+def test_gain_ci95_is_the_mean_per_seed_difference_with_its_interval():
     a = _result([True, True, False, True])
     b = _result([False, True, False, False])
-    gain, half = paired_gain(a, b)
+    gain, half = gain_ci95(a, b)
     assert gain == 0.5  # differences 1, 0, 0, 1
     assert math.isclose(half, 1.96 * math.sqrt(1 / 3) / 2)  # sample std of (1,0,0,1) is sqrt(1/3)
     # the same wins on every seed: no gain and no doubt about it
-    assert paired_gain(a, a) == (0.0, 0.0)
+    assert gain_ci95(a, a) == (0.0, 0.0)
     with pytest.raises(ValueError, match="same seeds"):
-        paired_gain(a, _result([True] * 4, seeds=[4, 5, 6, 7]))
+        gain_ci95(a, _result([True] * 4, seeds=[4, 5, 6, 7]))
