@@ -142,7 +142,7 @@ def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episo
     """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each.
 
     Every multi-step generation's policy is also scored on the evaluation seeds (`true_success`):
-    the gate decides on its OPE and 30 sim episodes, and this shows how often it decided right.
+    the gate decides on its OPE and its own sim episodes; this shows how often it decided right.
     """
     base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
     base = replace(base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1)))  # fmt: skip
