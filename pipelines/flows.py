@@ -91,7 +91,7 @@ def collect_task(task_name: str, episodes: int, policy: str, noise: float, seed:
 
 
 @task(**COMPUTE)
-def train_task(task_name: str, algo: str, steps: int, seed: int, corpus: str, home: str, gate_episodes: int = 50) -> dict[str, Any]:  # fmt: skip
+def train_task(task_name: str, algo: str, steps: int, seed: int, corpus: str, home: str, gate_episodes: int = RoundConfig.eval_episodes) -> dict[str, Any]:  # fmt: skip
     """One offline run (BC or multi-step); resumes if a previous attempt was killed. The
     multi-step gate rolls out `gate_episodes` per policy it scores."""
     from flywheel.corpus import Corpus

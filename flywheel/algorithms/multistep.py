@@ -109,7 +109,7 @@ def sim_evidence(
     return d
 
 
-def decide(d: GateDecision, margin: float, z: float = 1.645) -> GateDecision:
+def decide(d: GateDecision, margin: float, z: float = MultiStepConfig.sim_z) -> GateDecision:
     """Accept only if OPE improves by the margin and real rollouts (if any) show a gain at
     least `z` standard errors above zero, paired per seed (`sim_evidence`)."""
     reasons = []
