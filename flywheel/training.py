@@ -230,9 +230,9 @@ class OfflineRun:
                     d = self._gate(step // every)
                     self.generations.append(d)
                     self.observe(dict(d), imp.actor)
-                    if d["accepted"]:
+                    if d["accepted"]:  # its scores are pi_old's now: not scored again
                         imp.accept()
-                        self.gate_cache.clear()
+                        self.gate_cache = self.gate_cache.pop("candidate")
 
             last = self._loop(
                 "multistep",
@@ -257,7 +257,8 @@ class OfflineRun:
         return self.bc.best_member(held)
 
     def _gate(self, generation: int, *, accepted_only: bool = False) -> dict[str, Any]:
-        """Score pi_old (cached until it changes) and the candidate; decide."""
+        """Score pi_old (cached: the start's scores, then those of the candidate accepted last)
+        and the candidate; decide."""
         cfg = self.cfg.multistep
         imp = self.improver
         assert imp is not None
@@ -301,6 +302,7 @@ class OfflineRun:
             return d.to_json()
         d.ope_candidate = ope(imp.actor)
         cand_sim = sim(imp.actor)
+        self.gate_cache["candidate"] = {"ope": d.ope_candidate, "sim": cand_sim}
         if cand_sim is not None and acc_sim is not None:
             d.sim_candidate, d.sim_return_candidate = (float(np.mean(cand_sim[k])) for k in ("success", "return"))  # fmt: skip
             sim_evidence(d, cand_sim, acc_sim)

@@ -152,7 +152,10 @@ def test_without_a_margin_or_simulator_every_generation_is_accepted(tmp_path):
 
     cfg = _cfg(multistep=replace(_cfg().multistep, margin=float("-inf")))
     out = train_offline(_corpus(tmp_path / "c.zarr"), cfg, home=tmp_path / "h", observe=observe)
-    assert [g["accepted"] for g in out["metrics"]["generations"]] == [False, True, True, True]
+    gens = out["metrics"]["generations"]
+    assert [g["accepted"] for g in gens] == [False, True, True, True]
+    # an accepted candidate's score is pi_old's from then on (kept, not scored again)
+    assert [g["ope_accepted"] for g in gens[2:]] == [g["ope_candidate"] for g in gens[1:-1]]
     assert all(torch.equal(seen[-1][k], v) for k, v in load_bundle(out["bundle"]).actor.state_dict().items())  # fmt: skip
 
 
