@@ -285,6 +285,9 @@ class OfflineRun:
             r = evaluate(NumpyPolicy(on_cpu), self.env_fn, episodes=cfg.sim_episodes, seed=GATE_SEED)  # fmt: skip
             return {"success": [float(x) for x in r.successes], "return": r.returns}
 
+        def means(scores: dict[str, list[float]]) -> tuple[float, float]:
+            return float(np.mean(scores["success"])), float(np.mean(scores["return"]))
+
         if "ope" not in self.gate_cache:
             self.gate_cache["ope"] = ope(imp.accepted)
             self.gate_cache["sim"] = sim(imp.accepted)
@@ -296,7 +299,7 @@ class OfflineRun:
             ope_accepted=self.gate_cache["ope"],
         )
         if acc_sim is not None:
-            d.sim_accepted, d.sim_return_accepted = (float(np.mean(acc_sim[k])) for k in ("success", "return"))  # fmt: skip
+            d.sim_accepted, d.sim_return_accepted = means(acc_sim)
         if accepted_only:
             d.reason = "behaviour-cloned starting point"
             return d.to_json()
@@ -304,7 +307,7 @@ class OfflineRun:
         cand_sim = sim(imp.actor)
         self.gate_cache["candidate"] = {"ope": d.ope_candidate, "sim": cand_sim}
         if cand_sim is not None and acc_sim is not None:
-            d.sim_candidate, d.sim_return_candidate = (float(np.mean(cand_sim[k])) for k in ("success", "return"))  # fmt: skip
+            d.sim_candidate, d.sim_return_candidate = means(cand_sim)
             sim_evidence(d, cand_sim, acc_sim)
         return decide(d, cfg.margin, cfg.sim_z).to_json()
 
