@@ -2,7 +2,8 @@
 
 Evaluate once: the IQL critic is fitted on the snapshot and frozen. Improve in generations:
 PPO-clip against the last *accepted* policy pi_old, with advantages from the frozen critic on
-actions sampled from pi_old at dataset states. Every K steps a gate scores the candidate (OPE
+actions sampled from pi_old at dataset states, plus (weight `awr_weight`) advantage-weighted
+regression towards the dataset's own actions, the one place the critic was fitted on. Every K steps a gate scores the candidate (OPE
 and, when a simulator exists, real rollouts) and only a candidate that beats pi_old by a margin
 becomes the new pi_old. Staying close to pi_old (the clip) is what keeps the policy in the
 region the critic was fitted on.
@@ -34,6 +35,13 @@ class MultiStepConfig:
     """K: steps per generation, i.e. between gate decisions."""
     clip: float = 0.25
     """PPO ratio clip against pi_old."""
+    awr_weight: float = 0.0
+    """Weight of the advantage-weighted regression term on dataset actions (`awr_loss`);
+    0 is the plain PPO-clip improvement of Uni-O4 / BPPO."""
+    awr_beta: float = 1.0
+    """Temperature of that term: weights exp(beta * A / std(A)) over the batch."""
+    awr_max_weight: float = 100.0
+    """Cap on one dataset action's weight before normalising (AWR: 20; IQL: 100)."""
     lr: float = 1e-4
     """Actor learning rate, decayed linearly to 0."""
     grad_clip: float = 0.5
@@ -61,6 +69,8 @@ class MultiStepConfig:
             raise ValueError(f"sim_episodes must be at least 2, not {self.sim_episodes}")
         if not self.sim_z >= 0:  # NaN too
             raise ValueError(f"sim_z must be at least 0, not {self.sim_z}")
+        if not (self.awr_weight >= 0 and self.awr_beta > 0 and self.awr_max_weight > 0):
+            raise ValueError("need awr_weight >= 0, awr_beta > 0 and awr_max_weight > 0")
 
 
 def ppo_clip_loss(
@@ -71,6 +81,20 @@ def ppo_clip_loss(
     surrogate = torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
     clipped = ((ratio - 1).abs() > clip).float().mean()
     return -surrogate.mean(), {"ratio": ratio.detach().mean(), "clip_frac": clipped}
+
+
+def awr_loss(
+    logp: torch.Tensor, adv: torch.Tensor, beta: float, max_weight: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Advantage-weighted regression (Peng 2019; IQL's extraction) on dataset actions: the
+    weighted NLL -sum(w log pi(a|s)) / sum(w), w = min(exp(beta A / std(A)), max_weight).
+
+    Why beside the clip loss: PPO's actions are pi_old's samples, within its small std (~0.08
+    after BC on these corpora) of its mean, where the critic interpolates between the noisier
+    data actions it was fitted on; the dataset actions are where its advantages are best
+    founded. logp, adv: (B,)."""
+    w = torch.exp(beta * adv / (adv.std() + 1e-8)).clamp(max=max_weight)
+    return -(w * logp).sum() / w.sum(), {"awr_weight_max": w.max()}
 
 
 @dataclass
@@ -149,24 +173,33 @@ class MultiStepImprover:
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
         self.step = adam_step(self.losses, [self.actor], cfg.lr, compile=compile, max_norm=cfg.grad_clip)  # fmt: skip
 
-    def losses(self, obs: Mapping[str, torch.Tensor], noise: torch.Tensor) -> tuple[torch.Tensor, Metrics]:  # fmt: skip
-        """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss.
+    def losses(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Metrics]:  # fmt: skip
+        """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss;
+        plus, with `awr_weight`, the advantage-weighted regression on the dataset `action`s.
 
         `noise` (B, A) is standard normal: the action is pi_old's mean + std * noise.
         """
+        cfg = self.config
         with torch.no_grad():
             d_old = self.accepted.dist(obs)
             a = d_old.mean + d_old.std * noise  # (B, A)
             logp_old = d_old.log_prob(a)
             adv = self.critic.advantage(obs, a)
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        return ppo_clip_loss(self.actor.log_prob(obs, a), logp_old, adv, self.config.clip)
+        loss, metrics = ppo_clip_loss(self.actor.log_prob(obs, a), logp_old, adv, cfg.clip)
+        if cfg.awr_weight > 0:
+            with torch.no_grad():
+                adv_data = self.critic.advantage(obs, action)  # (B,)
+            awr, m = awr_loss(self.actor.log_prob(obs, action), adv_data, cfg.awr_beta, cfg.awr_max_weight)  # fmt: skip
+            loss = loss + cfg.awr_weight * awr
+            metrics = {**metrics, **m, "awr_loss": awr.detach()}
+        return loss, metrics
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
         self.step.lr = cfg.lr * max(0.0, 1.0 - self.step.steps / cfg.steps)  # linear decay to 0
         # the noise is drawn here, outside a compiled step: same random stream either way
-        loss, metrics = self.step(batch["obs"], torch.randn_like(batch["action"]))
+        loss, metrics = self.step(batch["obs"], batch["action"], torch.randn_like(batch["action"]))
         return scalars({"loss": loss, **metrics})
 
     def accept(self) -> None:

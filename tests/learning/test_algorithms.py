@@ -22,6 +22,7 @@ from flywheel.algorithms.multistep import (
     GateDecision,
     MultiStepConfig,
     MultiStepImprover,
+    awr_loss,
     decide,
     ppo_clip_loss,
     sim_evidence,
@@ -59,6 +60,11 @@ def _make(name, cache, *, compile=False):
         return MultiStepImprover(
             GaussianActor(spec, norm), critic, MultiStepConfig(lr=1e-3)
         ), "loss"
+    if name == "multistep-awr":
+        critic = IQLCritic(spec, norm)
+        return MultiStepImprover(
+            GaussianActor(spec, norm), critic, MultiStepConfig(lr=1e-3, awr_weight=1.0)
+        ), "awr_loss"
     if name == "ppo":
         return PPO(
             GaussianActor(spec, norm),
@@ -83,7 +89,7 @@ def _ppo_batch(algo, batch):
                 "ret": batch["reward"] * 10, "v_old": torch.zeros_like(batch["reward"])}  # fmt: skip
 
 
-ALGOS = ["bc", "bc-ensemble", "iql", "multistep", "ppo", "sac", "sac-ibrl"]
+ALGOS = ["bc", "bc-ensemble", "iql", "multistep", "multistep-awr", "ppo", "sac", "sac-ibrl"]
 
 
 @pytest.mark.parametrize("name", ALGOS)
@@ -186,6 +192,47 @@ def test_ppo_clip_loss_ignores_gains_beyond_the_clip():
     far, m = ppo_clip_loss(torch.tensor([1.0]), torch.tensor([0.0]), adv, 0.2)
     assert far.item() == pytest.approx(-1.2) and near.item() == pytest.approx(-np.exp(0.01))
     assert m["clip_frac"] == 1.0
+
+
+def test_awr_loss_pulls_towards_the_higher_advantage_action_and_caps_weights():
+    a = torch.tensor([-1.0, 1.0])  # two dataset actions at one state; the second is better
+    adv = torch.tensor([-1.0, 1.0])
+    mu = torch.zeros((), requires_grad=True)
+    loss, _ = awr_loss(-0.5 * (a - mu) ** 2, adv, beta=1.0, max_weight=100.0)
+    loss.backward()
+    assert mu.grad < 0  # a gradient step moves the mean towards the better action
+    w = np.exp(np.array([-1.0, 1.0]) / np.std([-1.0, 1.0], ddof=1))
+    assert loss.item() == pytest.approx((w * 0.5).sum() / w.sum())
+    _, capped = awr_loss(torch.zeros(2), torch.tensor([0.0, 100.0]), beta=10.0, max_weight=20.0)
+    assert capped["awr_weight_max"] == 20.0
+    # equal advantages: plain maximum likelihood of the dataset actions
+    flat, _ = awr_loss(torch.tensor([-1.0, -3.0]), torch.tensor([2.0, 2.0]), beta=1.0, max_weight=100.0)  # fmt: skip
+    assert flat.item() == pytest.approx(2.0)
+
+
+def test_the_awr_term_moves_the_improvement_towards_good_dataset_actions(tiny_cache):
+    """With the critic saying the dataset's actions are better than pi_old's, only the AWR
+    term pulls the candidate's mean towards them (PPO sees pi_old's own samples only)."""
+    spec, batch = _spec(tiny_cache), OfflineSource(tiny_cache, seed=0).sample(128)
+    norm = _norm(tiny_cache, spec)
+    torch.manual_seed(0)
+    actor, critic = GaussianActor(spec, norm), IQLCritic(spec, norm)
+    dist = {}
+    for w in (0.0, 1.0):
+        imp = MultiStepImprover(actor, critic, MultiStepConfig(lr=3e-3, awr_weight=w))
+        with torch.no_grad():
+            before = (imp.actor.mode(batch["obs"]) - batch["action"]).pow(2).mean()
+        for _ in range(100):
+            imp.update(batch)
+        with torch.no_grad():
+            dist[w] = (imp.actor.mode(batch["obs"]) - batch["action"]).pow(2).mean() / before
+    assert dist[1.0] < 0.5 < dist[0.0]
+
+
+def test_bad_awr_settings_are_refused():
+    for bad in ({"awr_weight": -1.0}, {"awr_beta": 0.0}, {"awr_max_weight": float("nan")}):
+        with pytest.raises(ValueError, match="awr"):
+            MultiStepConfig(**bad)
 
 
 def test_finishing_is_worth_more_than_hovering_short_of_success():
