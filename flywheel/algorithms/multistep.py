@@ -62,7 +62,7 @@ class MultiStepConfig:
 
     def __post_init__(self) -> None:
         if self.steps < self.gate_every or self.gate_every < 1 or not 0 < self.clip < 1:
-            raise ValueError("need steps >= gate_every >= 1 and 0 < clip < 1")
+            raise ValueError(f"need steps >= gate_every >= 1 and 0 < clip < 1, not steps {self.steps}, gate_every {self.gate_every}, clip {self.clip}")  # fmt: skip
         if self.margin != self.margin:  # NaN: every comparison with it is False, so all accepted
             raise ValueError("margin is NaN (use -inf on purpose to accept every generation)")
         if self.sim_episodes < 2:  # a paired standard error needs two seeds
@@ -70,7 +70,7 @@ class MultiStepConfig:
         if not self.sim_z >= 0:  # NaN too
             raise ValueError(f"sim_z must be at least 0, not {self.sim_z}")
         if not (self.awr_weight >= 0 and self.awr_beta > 0 and self.awr_max_weight > 0):
-            raise ValueError("need awr_weight >= 0, awr_beta > 0 and awr_max_weight > 0")
+            raise ValueError(f"need awr_weight >= 0, awr_beta > 0 and awr_max_weight > 0, not {self.awr_weight}, {self.awr_beta}, {self.awr_max_weight}")  # fmt: skip
 
 
 def ppo_clip_loss(

@@ -108,6 +108,12 @@ def register(app: typer.Typer) -> None:
         gate_every: Annotated[int, typer.Option(help="Improvement steps per generation.")] = 250,
         seed: Annotated[int, typer.Option()] = 0,
         failure_weight: Annotated[float, typer.Option(help="BC weight of failed episodes.")] = 0.0,
+        awr_weight: Annotated[
+            float | None,
+            typer.Option(
+                help="Weight of the improvement's AWR term on dataset actions (0: PPO-clip only; default: MultiStepConfig's)."
+            ),
+        ] = None,
         sim_gate: Annotated[
             bool, typer.Option(help="Gate generations on sim rollouts too.")
         ] = True,
@@ -127,21 +133,23 @@ def register(app: typer.Typer) -> None:
 
         if algo not in ("bc", "multistep"):
             raise typer.BadParameter("--algo must be bc or multistep")
-        cfg = OfflineConfig(
-            runtime=_runtime(device, threads, compile),
-            task=task,
-            algo=algo,  # type: ignore[arg-type]
-            seed=seed,
-            bc_steps=steps,
-            iql_steps=steps,
-            failure_weight=failure_weight,
-            cameras=tuple(c for c in cameras.split(",") if c),
-        )
-        cfg = replace(
-            cfg,
-            multistep=replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps)),
-            iql=replace(cfg.iql, absorbing_terminal=success_terminates(env)),
-        )
+        try:  # a bad value (--steps 0, a negative --awr-weight) is a config error: exit 2
+            cfg = OfflineConfig(
+                runtime=_runtime(device, threads, compile),
+                task=task,
+                algo=algo,  # type: ignore[arg-type]
+                seed=seed,
+                bc_steps=steps,
+                iql_steps=steps,
+                failure_weight=failure_weight,
+                cameras=tuple(c for c in cameras.split(",") if c),
+            )
+            awr = {} if awr_weight is None else {"awr_weight": awr_weight}
+            ms = replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps), **awr)
+            cfg = replace(cfg, multistep=ms, iql=replace(cfg.iql, absorbing_terminal=success_terminates(env)))  # fmt: skip
+        except ValueError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
         try:
             data = Corpus(corpus or default_corpus_path())
             env_fn = None

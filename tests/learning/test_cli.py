@@ -80,3 +80,13 @@ def test_on_a_gymnasium_env_terminations_are_not_taken_for_success(tmp_path):
     lineage = json.loads((tmp_path / "home" / "bundles" / "hopper-policy-sac-s0-64" / "lineage.json").read_text())  # fmt: skip
     assert lineage["config"]["sac"]["absorbing_terminal"] is False
     assert lineage["config"]["ppo"]["absorbing_terminal"] is False
+
+
+def test_train_refuses_a_bad_improvement_setting_with_its_values(tmp_path):
+    env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}
+    cases = {("--steps", "0"): "not steps 0, gate_every 0", ("--awr-weight", "-1"): "not -1.0, 1.0, 100.0"}  # fmt: skip
+    for args, want in cases.items():
+        res = CliRunner().invoke(app, ["train", "--task", "lift", *args], env=env)
+        assert res.exit_code == 2, res.output
+        assert want in res.output, res.output
+    assert not (tmp_path / "home" / "runs").exists()  # refused before any work
