@@ -35,9 +35,11 @@ class MultiStepConfig:
     """K: steps per generation, i.e. between gate decisions."""
     clip: float = 0.25
     """PPO ratio clip against pi_old."""
-    awr_weight: float = 0.0
+    awr_weight: float = 0.1
     """Weight of the advantage-weighted regression term on dataset actions (`awr_loss`);
-    0 is the plain PPO-clip improvement of Uni-O4 / BPPO."""
+    0 is the plain PPO-clip improvement of Uni-O4 / BPPO. At 0.1 the candidates of push and
+    lift scored +2 to +6 points over BC on 500 evaluation seeds, where PPO-clip's alone scored
+    -7 to +2 (docs/benchmarks.md)."""
     awr_beta: float = 1.0
     """Temperature of that term: weights exp(beta * A / std(A)) over the batch."""
     awr_max_weight: float = 100.0
@@ -52,12 +54,12 @@ class MultiStepConfig:
     """H of AM-Q model rollouts (Uni-O4: 2-100 for manipulation; shrink if values explode)."""
     ope_states: int = 512
     """Dataset start states for AM-Q."""
-    sim_episodes: int = 300
+    sim_episodes: int = 600
     """Real rollouts per gate decision when a simulator is given (same seeds for both). The
     paired gain's standard error is about sqrt(d / n) with d the fraction of seeds whose outcome
-    differs (~0.4 between neighbouring generations here): at 100 it was ~0.065, so only gains
-    above ~11 points passed, and lift's candidates at +5 to +9 on 200 evaluation seeds were all
-    refused; at 300, ~0.037 (gains above ~6 points pass)."""
+    differs (~0.4 between neighbouring generations here): at 100 it is ~0.065, so only gains
+    above ~11 points pass; at 300, ~0.037, and push's and lift's candidates at +3 to +6 points
+    (500 evaluation seeds) were still refused at z 1.3-1.6; at 600, ~0.026 (~4 points pass)."""
     sim_z: float = 1.645
     """The sim gain (paired per seed) must be at least this many standard errors above zero
     (one-sided 95%): a tie or a win on a seed or two is noise, not an improvement. For success,

@@ -58,7 +58,7 @@ def _make(name, cache, *, compile=False):
     if name == "multistep":
         critic = IQLCritic(spec, norm)
         return MultiStepImprover(
-            GaussianActor(spec, norm), critic, MultiStepConfig(lr=1e-3)
+            GaussianActor(spec, norm), critic, MultiStepConfig(lr=1e-3, awr_weight=0.0)
         ), "loss"
     if name == "multistep-awr":
         critic = IQLCritic(spec, norm)
