@@ -126,7 +126,9 @@ def offline(corpus: Corpus, steps: int, quick: bool, tmp: Path) -> dict[str, Any
     """Our BC and multi-step, then d3rlpy IQL / TD3+BC, on one corpus; the policies and times."""
     base = OfflineConfig(task=TASK, bc_steps=steps, iql_steps=steps, failure_weight=1.0,
                          iql=IQLConfig(absorbing_terminal=False))  # fmt: skip
-    ms_cfg = replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1))
+    # 100 gate episodes, as in its recorded figures: Hopper's episodes run to 1,000 steps, so the
+    # default 600 would be up to 600k env steps (minutes) per decision
+    ms_cfg = replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1), sim_episodes=100)
     if quick:
         ms_cfg = replace(ms_cfg, sim_episodes=3)
         base = replace(base, dynamics=replace(base.dynamics, steps=300))

@@ -117,6 +117,12 @@ def register(app: typer.Typer) -> None:
         sim_gate: Annotated[
             bool, typer.Option(help="Gate generations on sim rollouts too.")
         ] = True,
+        gate_episodes: Annotated[
+            int | None,
+            typer.Option(
+                help="Sim rollouts per gate decision (default: MultiStepConfig's; fewer for long episodes, at the cost of the gate's power)."
+            ),
+        ] = None,
         cameras: Annotated[str, typer.Option(help="Comma-separated cameras the policy sees.")] = "",
         device: DeviceOpt = "auto",
         compile: CompileOpt = False,
@@ -144,8 +150,8 @@ def register(app: typer.Typer) -> None:
                 failure_weight=failure_weight,
                 cameras=tuple(c for c in cameras.split(",") if c),
             )
-            awr = {} if awr_weight is None else {"awr_weight": awr_weight}
-            ms = replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps), **awr)
+            given = {"awr_weight": awr_weight, "sim_episodes": gate_episodes}
+            ms = replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps), **{k: v for k, v in given.items() if v is not None})  # fmt: skip
             cfg = replace(cfg, multistep=ms, iql=replace(cfg.iql, absorbing_terminal=success_terminates(env)))  # fmt: skip
         except ValueError as e:
             console.print(f"[red]error:[/red] {e}")
