@@ -3,9 +3,9 @@
 Evaluate once: the IQL critic is fitted on the snapshot and frozen. Improve in generations:
 PPO-clip against the last *accepted* policy pi_old, with advantages from the frozen critic on
 actions sampled from pi_old at dataset states, plus (weight `awr_weight`) advantage-weighted
-regression towards the dataset's own actions, the one place the critic was fitted on. Every K steps a gate scores the candidate (OPE
-and, when a simulator exists, real rollouts) and only a candidate that beats pi_old by a margin
-becomes the new pi_old. Staying close to pi_old (the clip) is what keeps the policy in the
+regression towards the dataset's own actions, where the critic was fitted. Every K steps a gate
+scores the candidate (OPE and, when a simulator exists, real rollouts) and only a candidate
+that beats pi_old by a margin becomes the new pi_old. Staying close to pi_old (the clip) is what keeps the policy in the
 region the critic was fitted on.
 """
 
@@ -37,9 +37,9 @@ class MultiStepConfig:
     """PPO ratio clip against pi_old."""
     awr_weight: float = 0.1
     """Weight of the advantage-weighted regression term on dataset actions (`awr_loss`);
-    0 is the plain PPO-clip improvement of Uni-O4 / BPPO. At 0.1 the candidates of push and
-    lift scored +2 to +6 points over BC on 500 evaluation seeds, where PPO-clip's alone scored
-    -7 to +2 (docs/benchmarks.md)."""
+    0 is the plain PPO-clip improvement of Uni-O4 / BPPO. At 0.1 the candidates of push, lift
+    and pick_place scored +2 to +9 points over BC on 500 evaluation seeds; with PPO-clip alone,
+    -7 to +4 (docs/benchmarks.md)."""
     awr_beta: float = 1.0
     """Temperature of that term: weights exp(beta * A / std(A)) over the batch."""
     awr_max_weight: float = 100.0
