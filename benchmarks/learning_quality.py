@@ -2,7 +2,7 @@
 
     python -m benchmarks.learning_quality [--quick] [--tasks push,lift,pick_place,drawer]
         [--budget 300000] [--refine sac,ppo] [--sac-budget 30000] [--no-sb3] [--out DIR]
-        [--eval-episodes 500] [--awr-weight 0.0] [--gate-episodes 100]
+        [--eval-episodes 500] [--awr-weight 0.1] [--gate-episodes 600] [--seed 0]
 
 Per task, from 50 noisy expert demos (the same corpus for everyone):
 - offline: success of our BC, our multi-step (IQL critic + gated PPO-clip generations), and of
@@ -139,13 +139,13 @@ def gate_decision_agreement(gens: list[dict[str, Any]]) -> float | None:
     return float(np.mean(right))
 
 
-def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int, awr_weight: float = 0.0, gate_episodes: int = MultiStepConfig.sim_episodes) -> dict[str, Any]:  # fmt: skip
+def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int, awr_weight: float = 0.0, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each.
 
     Every multi-step generation's policy is also scored on the evaluation seeds (`true_success`):
     the gate decides on its OPE and its own sim episodes; this shows how often it decided right.
     """
-    base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps)
+    base = OfflineConfig(task=task, bc_steps=steps, iql_steps=steps, seed=seed)
     base = replace(base, multistep=replace(base.multistep, steps=steps, gate_every=max(steps // 5, 1), awr_weight=awr_weight, sim_episodes=gate_episodes))  # fmt: skip
     bc = train_offline(corpus, replace(base, algo="bc"), home=tmp / "home")
     truth: dict[int, EvalResult] = {}
@@ -232,7 +232,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     return [curve, scatter]
 
 
-def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES, awr_weight: float = 0.0, gate_episodes: int = MultiStepConfig.sim_episodes) -> None:  # fmt: skip
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES, awr_weight: float = 0.0, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> None:  # fmt: skip
     import sim
     from sim.collect import collect
 
@@ -243,9 +243,9 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         collect(task, DEMOS, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
         corpus = Corpus(path)
         env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
-        r = offline(task, corpus, env_fn, steps, tmp, episodes, awr_weight, gate_episodes)
+        r = offline(task, corpus, env_fn, steps, tmp, episodes, awr_weight, gate_episodes, seed)
         ms_ci = r["multistep_ci95"]
-        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, awr_weight=awr_weight, gate_episodes=gate_episodes, ci95=ms_ci, anchor_ci95=r["bc_ci95"], paired_gain=round(r["gain_vs_bc"], 4), paired_gain_half95=round(r["gain_vs_bc_half95"], 4))  # fmt: skip
+        emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, awr_weight=awr_weight, gate_episodes=gate_episodes, seed=seed, ci95=ms_ci, anchor_ci95=r["bc_ci95"], paired_gain=round(r["gain_vs_bc"], 4), paired_gain_half95=round(r["gain_vs_bc_half95"], 4))  # fmt: skip
         if r["ope_rank_agreement"] is not None:
             emit("ope_rank_agreement", r["ope_rank_agreement"], "uni-o4-reported", 0.8, task=task, generations=len(r["generations"]), episodes=episodes)  # fmt: skip
         if r["gate_decision_agreement"] is not None:
@@ -279,7 +279,7 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         print(json.dumps({"bench": "learning", "metric": "plot", "path": str(p)}), flush=True)
     gains = [r["gain_vs_bc"] for r in results.values()]  # tasks independent: variances add
     half = float(np.sqrt(np.sum(np.square([r["gain_vs_bc_half95"] for r in results.values()])))) / len(gains)  # fmt: skip
-    emit("success_multistep_minus_bc_avg_points", 100 * float(np.mean(gains)), "floor", 10.0, tasks=",".join(tasks), half95_points=round(100 * half, 2), awr_weight=awr_weight, gate_episodes=gate_episodes)  # fmt: skip
+    emit("success_multistep_minus_bc_avg_points", 100 * float(np.mean(gains)), "floor", 10.0, tasks=",".join(tasks), half95_points=round(100 * half, 2), awr_weight=awr_weight, gate_episodes=gate_episodes, seed=seed)  # fmt: skip
 
 
 def main() -> None:
@@ -295,6 +295,7 @@ def main() -> None:
     ap.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per success figure (same seeds for all)")  # fmt: skip
     ap.add_argument("--awr-weight", type=float, default=MultiStepConfig.awr_weight, help="weight of the improvement's AWR term on dataset actions (MultiStepConfig.awr_weight)")  # fmt: skip
     ap.add_argument("--gate-episodes", type=int, default=MultiStepConfig.sim_episodes, help="sim rollouts per gate decision (MultiStepConfig.sim_episodes)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every offline stage (the demos stay those of seed 0)")  # fmt: skip
     a = ap.parse_args()
     if a.eval_episodes < 1:  # before an hour of training, not at its first evaluation
         ap.error(f"--eval-episodes must be at least 1, not {a.eval_episodes}")
@@ -304,7 +305,7 @@ def main() -> None:
         a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
     with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:
         refiners = [x for x in a.refine.split(",") if x]
-        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d), refiners, not a.no_sb3, a.eval_episodes, a.awr_weight, a.gate_episodes)  # fmt: skip
+        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d), refiners, not a.no_sb3, a.eval_episodes, a.awr_weight, a.gate_episodes, a.seed)  # fmt: skip
     reporting.print_table("learning", ("metric", "ours", "anchor", "anchor_value", "ratio", "task"))
 
 
