@@ -139,7 +139,7 @@ def gate_decision_agreement(gens: list[dict[str, Any]]) -> float | None:
     return float(np.mean(right))
 
 
-def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int, awr_weight: float = 0.0, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int, awr_weight: float = MultiStepConfig.awr_weight, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each.
 
     Every multi-step generation's policy is also scored on the evaluation seeds (`true_success`):
@@ -232,7 +232,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     return [curve, scatter]
 
 
-def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES, awr_weight: float = 0.0, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> None:  # fmt: skip
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES, awr_weight: float = MultiStepConfig.awr_weight, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> None:  # fmt: skip
     import sim
     from sim.collect import collect
 
@@ -299,8 +299,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.eval_episodes < 1:  # before an hour of training, not at its first evaluation
         ap.error(f"--eval-episodes must be at least 1, not {a.eval_episodes}")
-    if a.gate_episodes < 2:  # a paired standard error needs two seeds
-        ap.error(f"--gate-episodes must be at least 2, not {a.gate_episodes}")
+    try:  # the improvement's own checks, before an hour of training
+        MultiStepConfig(awr_weight=a.awr_weight, sim_episodes=a.gate_episodes)
+    except ValueError as e:
+        ap.error(f"--awr-weight / --gate-episodes: {e}")
     if a.quick:
         a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
     with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:
