@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
 
         if algo not in ("bc", "multistep"):
             raise typer.BadParameter("--algo must be bc or multistep")
-        try:  # a bad value (--steps 0, a negative --awr-weight) is a config error: exit 2
+        try:
             cfg = OfflineConfig(
                 runtime=_runtime(device, threads, compile),
                 task=task,
@@ -153,10 +153,6 @@ def register(app: typer.Typer) -> None:
             given = {"awr_weight": awr_weight, "sim_episodes": gate_episodes}
             ms = replace(cfg.multistep, steps=steps, gate_every=min(gate_every, steps), **{k: v for k, v in given.items() if v is not None})  # fmt: skip
             cfg = replace(cfg, multistep=ms, iql=replace(cfg.iql, absorbing_terminal=success_terminates(env)))  # fmt: skip
-        except ValueError as e:
-            console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2) from None
-        try:
             data = Corpus(corpus or default_corpus_path())
             env_fn = None
             if sim_gate and algo == "multistep":  # the gate's rollouts render what the policy sees
@@ -165,7 +161,7 @@ def register(app: typer.Typer) -> None:
                 env_fn = env_factory(task, env, cameras=shapes)
             with stage_bars(enabled=not json) as bars:
                 out = train_offline(data, cfg, home=flywheel_home(), env_fn=env_fn, progress=bars)
-        except (CorpusError, ValueError) as e:  # no corpus, no episodes of the task, bad config
+        except (CorpusError, ValueError) as e:  # a bad setting, no corpus, no episodes of TASK
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2) from None
         if json:
