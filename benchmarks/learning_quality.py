@@ -139,7 +139,7 @@ def gate_decision_agreement(gens: list[dict[str, Any]]) -> float | None:
     return float(np.mean(right))
 
 
-def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int, awr_weight: float = MultiStepConfig.awr_weight, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episodes: int, awr_weight: float = MultiStepConfig.awr_weight, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0, d3rlpy: bool = True) -> dict[str, Any]:  # fmt: skip
     """Our BC and multi-step, and d3rlpy IQL / TD3+BC, on one corpus; success of each.
 
     Every multi-step generation's policy is also scored on the evaluation seeds (`true_success`):
@@ -164,7 +164,7 @@ def offline(task: str, corpus: Corpus, env_fn: Any, steps: int, tmp: Path, episo
         got[name] = score(NumpyPolicy(load_bundle(bundle).actor), env_fn, episodes)
         out[name], out[f"{name}_ci95"] = got[name].success_rate, ci95(got[name])
     out["gain_vs_bc"], out["gain_vs_bc_half95"] = gain_ci95(got["multistep"], got["bc"])
-    if peers.available():
+    if d3rlpy and peers.available():
         cache = TrainingCache.build(corpus, corpus.snapshot(Filter(task=task)))  # what ours sees
         npz = peers.to_d3rlpy_npz(cache, tmp / f"{task}.npz")
         for algo in ("iql", "td3bc"):
@@ -232,7 +232,7 @@ def plot(results: dict[str, dict[str, Any]], out: Path) -> list[Path]:
     return [curve, scatter]
 
 
-def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES, awr_weight: float = MultiStepConfig.awr_weight, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0) -> None:  # fmt: skip
+def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, tmp: Path, refiners: list[str], sb3: bool, episodes: int = EVAL_EPISODES, awr_weight: float = MultiStepConfig.awr_weight, gate_episodes: int = MultiStepConfig.sim_episodes, seed: int = 0, d3rlpy: bool = True) -> None:  # fmt: skip
     import sim
     from sim.collect import collect
 
@@ -243,7 +243,7 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         collect(task, DEMOS, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
         corpus = Corpus(path)
         env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
-        r = offline(task, corpus, env_fn, steps, tmp, episodes, awr_weight, gate_episodes, seed)
+        r = offline(task, corpus, env_fn, steps, tmp, episodes, awr_weight, gate_episodes, seed, d3rlpy)
         ms_ci = r["multistep_ci95"]
         emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, awr_weight=awr_weight, gate_episodes=gate_episodes, seed=seed, ci95=ms_ci, anchor_ci95=r["bc_ci95"], paired_gain=round(r["gain_vs_bc"], 4), paired_gain_half95=round(r["gain_vs_bc_half95"], 4))  # fmt: skip
         if r["ope_rank_agreement"] is not None:
@@ -291,6 +291,7 @@ def main() -> None:
     ap.add_argument("--sac-budget", type=int, default=30_000, help="SB3 SAC env steps")
     ap.add_argument("--refine", default="sac,ppo", help="our refinement algorithms ('' for none)")
     ap.add_argument("--no-sb3", action="store_true", help="skip the SB3 from-scratch peers")
+    ap.add_argument("--no-d3rlpy", action="store_true", help="skip the d3rlpy offline peers (they run when .venv-peers exists)")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path("bench-out/learning"))
     ap.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="episodes per success figure (same seeds for all)")  # fmt: skip
     ap.add_argument("--awr-weight", type=float, default=MultiStepConfig.awr_weight, help="weight of the improvement's AWR term on dataset actions (MultiStepConfig.awr_weight)")  # fmt: skip
@@ -307,7 +308,7 @@ def main() -> None:
         a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
     with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:
         refiners = [x for x in a.refine.split(",") if x]
-        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d), refiners, not a.no_sb3, a.eval_episodes, a.awr_weight, a.gate_episodes, a.seed)  # fmt: skip
+        run(a.tasks.split(","), a.steps, a.budget, a.sac_budget, a.out, Path(d), refiners, not a.no_sb3, a.eval_episodes, a.awr_weight, a.gate_episodes, a.seed, not a.no_d3rlpy)  # fmt: skip
     reporting.print_table("learning", ("metric", "ours", "anchor", "anchor_value", "ratio", "task"))
 
 
