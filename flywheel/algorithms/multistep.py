@@ -172,6 +172,8 @@ class MultiStepImprover:
         *,
         compile: bool = False,
     ) -> None:
+        if actor.spec.squash:  # PPO-clip needs log pi of given actions: a plain Gaussian's
+            raise ValueError("multi-step improves an unsquashed Gaussian actor (BC's), not a tanh-squashed one")  # fmt: skip
         self.config = cfg = config or MultiStepConfig()
         self.critic = critic
         self.actor = copy.deepcopy(actor)
@@ -182,20 +184,23 @@ class MultiStepImprover:
         """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss;
         plus, with `awr_weight`, the advantage-weighted regression on the dataset `action`s.
 
-        `noise` (B, A) is standard normal: the action is pi_old's mean + std * noise.
+        `noise` (B, A) is standard normal: the action is pi_old's mean + std * noise. Both terms
+        share one pass of the actor and of V(s); only Q runs once per set of actions.
         """
         cfg = self.config
         with torch.no_grad():
             d_old = self.accepted.dist(obs)
             a = d_old.mean + d_old.std * noise  # (B, A)
             logp_old = d_old.log_prob(a)
-            adv = self.critic.advantage(obs, a)
+            v = self.critic.v(obs)  # (B,)
+            adv = self.critic.q_value(obs, a) - v
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-        loss, metrics = ppo_clip_loss(self.actor.log_prob(obs, a), logp_old, adv, cfg.clip)
+        d = self.actor.dist(obs)
+        loss, metrics = ppo_clip_loss(d.log_prob(a), logp_old, adv, cfg.clip)
         if cfg.awr_weight > 0:
             with torch.no_grad():
-                adv_data = self.critic.advantage(obs, action)  # (B,)
-            awr, m = awr_loss(self.actor.log_prob(obs, action), adv_data, cfg.awr_beta, cfg.awr_max_weight)  # fmt: skip
+                adv_data = self.critic.q_value(obs, action) - v  # (B,)
+            awr, m = awr_loss(d.log_prob(action), adv_data, cfg.awr_beta, cfg.awr_max_weight)
             loss = loss + cfg.awr_weight * awr
             metrics = {**metrics, **m, "awr_loss": awr.detach()}
         return loss, metrics

@@ -229,6 +229,35 @@ def test_the_awr_term_moves_the_improvement_towards_good_dataset_actions(tiny_ca
     assert dist[1.0] < 0.5 < dist[0.0]
 
 
+def test_the_improvement_loss_is_the_clip_term_plus_the_weighted_awr_term(tiny_cache):
+    """`losses` shares one actor pass and one V(s) between its two terms: the same figure as
+    computing each term on its own, from the critic's advantages and pi_old's samples."""
+    spec, batch = _spec(tiny_cache), OfflineSource(tiny_cache, seed=0).sample(64)
+    norm = _norm(tiny_cache, spec)
+    torch.manual_seed(0)
+    cfg = MultiStepConfig(awr_weight=0.3, awr_beta=2.0)
+    imp = MultiStepImprover(GaussianActor(spec, norm), IQLCritic(spec, norm), cfg)
+    obs, action, noise = batch["obs"], batch["action"], torch.randn_like(batch["action"])
+    got, metrics = imp.losses(obs, action, noise)
+    with torch.no_grad():
+        d_old = imp.accepted.dist(obs)
+        a = d_old.mean + d_old.std * noise
+        adv = imp.critic.advantage(obs, a)
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        clip, _ = ppo_clip_loss(imp.actor.log_prob(obs, a), d_old.log_prob(a), adv, cfg.clip)
+        awr, _ = awr_loss(imp.actor.log_prob(obs, action), imp.critic.advantage(obs, action), 2.0, cfg.awr_max_weight)  # fmt: skip
+    assert got.item() == pytest.approx((clip + 0.3 * awr).item(), rel=1e-5)
+    assert metrics["awr_loss"].item() == pytest.approx(awr.item(), rel=1e-5)
+
+
+def test_the_improvement_refuses_a_squashed_actor(tiny_cache):
+    spec = _spec(tiny_cache)
+    squashed = PolicySpec(obs_shapes=spec.obs_shapes, action_dim=spec.action_dim, hidden=(64, 64), squash=True)  # fmt: skip
+    norm = _norm(tiny_cache, squashed)
+    with pytest.raises(ValueError, match="unsquashed"):
+        MultiStepImprover(GaussianActor(squashed, norm), IQLCritic(spec, norm))
+
+
 def test_bad_awr_settings_are_refused():
     for bad in ({"awr_weight": -1.0}, {"awr_beta": 0.0}, {"awr_max_weight": float("nan")}):
         with pytest.raises(ValueError, match="awr"):
