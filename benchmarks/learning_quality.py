@@ -243,7 +243,9 @@ def run(tasks: list[str], steps: int, budget: int, sac_budget: int, out: Path, t
         collect(task, DEMOS, noise=sim.DEFAULT_NOISE, seed=0, corpus_path=path)
         corpus = Corpus(path)
         env_fn = lambda t=task: gym.make(sim.GYM_IDS[t])  # noqa: E731
-        r = offline(task, corpus, env_fn, steps, tmp, episodes, awr_weight, gate_episodes, seed, d3rlpy)
+        r = offline(
+            task, corpus, env_fn, steps, tmp, episodes, awr_weight, gate_episodes, seed, d3rlpy
+        )
         ms_ci = r["multistep_ci95"]
         emit("success_multistep_vs_bc", r["multistep"], "our-bc", r["bc"], task=task, demos=DEMOS, steps=steps, episodes=episodes, awr_weight=awr_weight, gate_episodes=gate_episodes, seed=seed, ci95=ms_ci, anchor_ci95=r["bc_ci95"], paired_gain=round(r["gain_vs_bc"], 4), paired_gain_half95=round(r["gain_vs_bc_half95"], 4))  # fmt: skip
         if r["ope_rank_agreement"] is not None:
