@@ -314,6 +314,19 @@ def test_gate_rejects_a_worse_generation_and_accepts_a_better_one():
     )
 
 
+def test_where_rollouts_vote_ope_need_only_not_fall():
+    """Two margins in a row refuse more true gains than either: with rollouts, their z-test is
+    the margin and OPE must only hold; without, OPE's 5% stands (the test above)."""
+    old = _sim([1, 1, 1, 0, 0, 0, 1, 0, 1, 0] * 3)
+    better = _sim([1, 1, 1, 1, 0, 1, 1, 0, 1, 1] * 3)
+    assert _gate(1.02, better, old).accepted  # +2% OPE: within RL-100's 5%, but rollouts agree
+    fell = _gate(0.99, better, old)
+    assert not fell.accepted and "OPE 0.99 < 1" in fell.reason
+    assert not _gate(1.02, better, old, margin_with_sim=0.05).accepted
+    with pytest.raises(ValueError, match="NaN"):
+        MultiStepConfig(margin_with_sim=float("nan"))
+
+
 def test_gate_wants_a_sim_gain_beyond_its_noise():
     old = _sim([1, 0] * 50)
     # won on one more seed of 100, lost on none: a higher rate, but a coin could do it

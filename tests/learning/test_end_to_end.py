@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -125,3 +126,35 @@ def test_an_image_policy_goes_round_the_loop_in_the_sim(tmp_path):
     online = corpus.entries(Filter(source="online"))
     assert online and all("images/front" in e.meta["features"] for e in online)
     assert evaluate(NumpyPolicy(load_bundle(out["bundle"]).actor), env_fn, episodes=2, seed=0).episodes == 2  # fmt: skip
+
+
+def test_after_an_acceptance_the_gate_rolls_out_pi_old_on_fresh_seeds(tmp_path, monkeypatch):
+    """The accepted candidate won on its block of seeds; later decisions use the next block,
+    with pi_old rolled out there afresh (its OPE is kept: the critic has no seed luck)."""
+    import flywheel.training as training
+    from sim.collect import collect
+
+    collect("reach", 8, noise=0.5, seed=0, corpus_path=tmp_path / "c.zarr")
+    real = training.decide
+
+    def accept_generation_1(d, *args):
+        d = real(d, *args)
+        d.accepted = d.accepted or d.generation == 1  # constructed: whatever the rollouts said
+        return d
+
+    monkeypatch.setattr(training, "decide", accept_generation_1)
+    actors = {}
+    n = 4
+    ms = MultiStepConfig(steps=60, gate_every=20, sim_episodes=n, ope_states=16)
+    cfg = OfflineConfig(task="reach", bc_steps=40, iql_steps=40, hidden=(32, 32), multistep=ms, dynamics=DynamicsConfig(steps=20))  # fmt: skip
+    out = train_offline(Corpus(tmp_path / "c.zarr"), cfg, home=tmp_path, env_fn=_env,
+                        observe=lambda r, a: actors.setdefault(r["generation"], NumpyPolicy(copy.deepcopy(a).cpu())))  # fmt: skip
+    gens = out["metrics"]["generations"]
+    assert gens[1]["accepted"]
+    seeds = [g["sim_seed"] for g in gens]
+    assert seeds == [training.GATE_SEED] * 2 + [training.GATE_SEED + n] * 2
+    fresh = evaluate(actors[1], _env, episodes=n, seed=training.GATE_SEED + n)
+    assert gens[2]["sim_accepted"] == pytest.approx(fresh.success_rate)
+    assert gens[2]["sim_return_accepted"] == pytest.approx(fresh.mean_return)
+    assert gens[2]["ope_accepted"] == gens[1]["ope_candidate"]
+
