@@ -157,4 +157,3 @@ def test_after_an_acceptance_the_gate_rolls_out_pi_old_on_fresh_seeds(tmp_path, 
     assert gens[2]["sim_accepted"] == pytest.approx(fresh.success_rate)
     assert gens[2]["sim_return_accepted"] == pytest.approx(fresh.mean_return)
     assert gens[2]["ope_accepted"] == gens[1]["ope_candidate"]
-
