@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"bundle: {out['bundle']}")
         gens = out["metrics"].get("generations", [])
         if gens:
-            cols = ["generation", "step", "ope_candidate", "ope_accepted", "sim_candidate", "sim_accepted", "sim_gain", "accepted", "reason"]  # fmt: skip
+            cols = ["generation", "step", "ope_candidate", "ope_accepted", "sim_candidate", "sim_accepted", "sim_gain", "sim_seed", "accepted", "reason"]  # fmt: skip
             table("generations", gens, cols)
 
     @app.command()
