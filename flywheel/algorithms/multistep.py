@@ -54,8 +54,8 @@ class MultiStepConfig:
     margin_with_sim: float = 0.0
     """The OPE margin where real rollouts vote too: their paired z-test is then the margin, and
     OPE need only not fall. In 12 task runs of the quality benchmark (three training seeds), 5%
-    was the only objection to six candidates the rollouts passed, all six better than pi_old on
-    the 500 evaluation seeds (+1 to +4 points; docs/benchmarks.md)."""
+    was the only objection to five candidates the rollouts passed, all five better than pi_old
+    on the 500 evaluation seeds (+1 to +4 points; docs/benchmarks.md)."""
     ope_horizon: int = 10
     """H of AM-Q model rollouts (Uni-O4: 2-100 for manipulation; shrink if values explode)."""
     ope_states: int = 512
