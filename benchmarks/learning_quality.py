@@ -302,10 +302,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.eval_episodes < 1:  # before an hour of training, not at its first evaluation
         ap.error(f"--eval-episodes must be at least 1, not {a.eval_episodes}")
-    try:  # the improvement's own checks, before an hour of training
-        MultiStepConfig(awr_weight=a.awr_weight, sim_episodes=a.gate_episodes)
+    try:  # the training configs' own checks, before an hour of training
+        OfflineConfig(task="check", seed=a.seed, multistep=MultiStepConfig(awr_weight=a.awr_weight, sim_episodes=a.gate_episodes))  # fmt: skip
     except ValueError as e:
-        ap.error(f"--awr-weight / --gate-episodes: {e}")
+        ap.error(f"--seed / --awr-weight / --gate-episodes: {e}")
     if a.quick:
         a.tasks, a.steps, a.budget, a.sac_budget = "lift", 1000, 20_000, 5_000
     with tempfile.TemporaryDirectory(prefix="fw-quality-") as d:

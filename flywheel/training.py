@@ -79,6 +79,10 @@ class OfflineConfig:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     runtime: Runtime = field(default_factory=Runtime)
 
+    def __post_init__(self) -> None:
+        if self.seed < 0:  # NumPy's generators refuse it, but only once a stage starts
+            raise ValueError(f"seed must be a non-negative integer, not {self.seed}")
+
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=list))
 

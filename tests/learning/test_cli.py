@@ -84,7 +84,7 @@ def test_on_a_gymnasium_env_terminations_are_not_taken_for_success(tmp_path):
 
 def test_train_refuses_a_bad_improvement_setting_with_its_values(tmp_path):
     env = {"FLYWHEEL_HOME": str(tmp_path / "home"), "COLUMNS": "1000"}
-    cases = {("--steps", "0"): "not steps 0, gate_every 0", ("--awr-weight", "-1"): "not -1.0, 1.0, 100.0", ("--gate-episodes", "1"): "sim_episodes must be at least 2, not 1"}  # fmt: skip
+    cases = {("--steps", "0"): "not steps 0, gate_every 0", ("--awr-weight", "-1"): "not -1.0, 1.0, 100.0", ("--gate-episodes", "1"): "sim_episodes must be at least 2, not 1", ("--seed", "-1"): "seed must be a non-negative integer, not -1"}  # fmt: skip
     for args, want in cases.items():
         res = CliRunner().invoke(app, ["train", "--task", "lift", *args], env=env)
         assert res.exit_code == 2, res.output
