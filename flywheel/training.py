@@ -253,7 +253,7 @@ class OfflineRun:
         return self._finish(actor)
 
     def _improver(self, actor: GaussianActor) -> MultiStepImprover:
-        return MultiStepImprover(actor, self.iql, self.cfg.multistep, compile=self.cfg.runtime.compile)  # fmt: skip
+        return MultiStepImprover(actor, self.iql, self.cfg.multistep, rows=self.source, compile=self.cfg.runtime.compile)  # fmt: skip
 
     def _bc_actor(self) -> GaussianActor:
         """Best ensemble member on a fixed batch (its own RNG: resuming must not shift others)."""

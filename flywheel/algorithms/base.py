@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,7 +32,8 @@ Batch = dict[str, Any]
 A source asked for n-step transitions (`n_step` > 1) adds `rewards` (B, n), the rewards of up
 to n steps of the same episode from s on (zeros past its end), and `steps` (B,), how many of
 them count (m); `next_obs` and `done` are then those of the m-th step. `n_step_return` turns
-them into a TD target."""
+them into a TD target. An `OfflineSource` batch also says which snapshot transition each row
+is (`row`, (B,) int64), so values fixed per transition can be looked up, not recomputed."""
 
 
 class UpdateSchedule(enum.Enum):
@@ -114,13 +115,15 @@ class OfflineSource:
         self._left = ends[self.cache.episode_of_step()] - np.arange(self.cache.num_steps)
 
     def sample(self, batch_size: int) -> Batch:
-        """(s, a, r, s', done, truncated) rows, as `TransitionSampler.sample` draws them."""
+        """(s, a, r, s', done, truncated) rows, as `TransitionSampler.sample` draws them, and
+        `row` (B,): which of the snapshot's transitions each is (see `in_order`)."""
         self._sampler.batch_size = batch_size
         j = self._sampler.indices()
         o = torch.from_numpy(self._sampler.obs_rows(j))
         take = lambda t, i: t.index_select(0, i).to(self.device)  # noqa: E731
+        row = torch.from_numpy(j).to(self.device)
         if self.n_step == 1:
-            return gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take)
+            return {**gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take), "row": row}  # fmt: skip
         # steps j .. j + m - 1 of one episode: contiguous rows here
         m = np.minimum(self.n_step, self._left[j])
         batch = gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take, torch.from_numpy(j + m - 1))  # fmt: skip
@@ -128,8 +131,20 @@ class OfflineSource:
         idx = torch.from_numpy(j[:, None] + np.minimum(k, m[:, None] - 1))
         valid = torch.from_numpy(k < m[:, None]).float().to(self.device)
         rewards = take(self._steps["reward"], idx.reshape(-1)).reshape(idx.shape) * valid
-        batch.update(rewards=rewards, steps=torch.from_numpy(m).float().to(self.device))
+        batch.update(rewards=rewards, steps=torch.from_numpy(m).float().to(self.device), row=row)
         return batch
+
+    def in_order(self, chunk: int = 4096) -> Iterator[Batch]:
+        """Every transition once, in `row` order, `chunk` at a time: `obs` and `action`, for
+        evaluating a frozen network on the whole snapshot (one pass, not one per batch)."""
+        n = self.cache.num_steps
+        for start in range(0, n, chunk):
+            j = torch.arange(start, min(start + chunk, n))
+            o = torch.from_numpy(self._sampler.obs_rows(j.numpy()))
+            yield {
+                "obs": {k: v.index_select(0, o).to(self.device) for k, v in self._rows.items()},
+                "action": self._steps["action"].index_select(0, j).to(self.device),
+            }
 
     def rng_state(self) -> dict[str, Any]:
         return self._sampler._rng.bit_generator.state

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from flywheel.algorithms.base import Batch, DataKind, UpdateSchedule, scalars
+from flywheel.algorithms.base import Batch, DataKind, OfflineSource, UpdateSchedule, scalars
 from flywheel.algorithms.iql import IQLCritic
 from flywheel.algorithms.optim import Metrics, adam_step
 from flywheel.evaluation import paired_gain
@@ -176,7 +176,16 @@ def decide(
 
 
 class MultiStepImprover:
-    """PPO-clip improvement of an actor against pi_old with a frozen critic's advantages."""
+    """PPO-clip improvement of an actor against pi_old with a frozen critic's advantages.
+
+    Given the snapshot's `data`, what the step takes as fixed is looked up per transition
+    (`row`), not recomputed per batch: the frozen critic's V(s) and min Q(s, a) of the data's
+    action are evaluated once over the whole snapshot (evaluate once, literally), pi_old's mean
+    once per acceptance. That leaves one actor pass and one Q pass (on pi_old's sampled
+    actions) per step, 5 of the 9 network passes; a pass over every row costs what ~N / B steps'
+    passes cost, so it pays while the snapshot has fewer transitions than the steps draw.
+    Without `data`, or for a batch without `row`, the same values are computed on the batch.
+    """
 
     name = "multistep"
     schedule = UpdateSchedule.MULTI_STEP
@@ -188,51 +197,88 @@ class MultiStepImprover:
         critic: IQLCritic,
         config: MultiStepConfig | None = None,
         *,
+        rows: OfflineSource | None = None,
         compile: bool = False,
     ) -> None:
         if actor.spec.squash:  # PPO-clip needs log pi of given actions: a plain Gaussian's
             raise ValueError("multi-step improves an unsquashed Gaussian actor (BC's), not a tanh-squashed one")  # fmt: skip
         self.config = cfg = config or MultiStepConfig()
         self.critic = critic
+        self.rows = rows
         self.actor = copy.deepcopy(actor)
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
+        self._critic_table: tuple[torch.Tensor, torch.Tensor] | None = None  # V, Q(s, a_data)
+        self._old_mean: torch.Tensor | None = None  # pi_old's mean per row
         self.step = adam_step(self.losses, [self.actor], cfg.lr, compile=compile, max_norm=cfg.grad_clip)  # fmt: skip
 
-    def losses(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, Metrics]:  # fmt: skip
+    def losses(
+        self,
+        obs: Mapping[str, torch.Tensor],
+        action: torch.Tensor,
+        noise: torch.Tensor,
+        old_mean: torch.Tensor,
+        v: torch.Tensor,
+        q_data: torch.Tensor,
+    ) -> tuple[torch.Tensor, Metrics]:
         """Actions of pi_old at dataset states, scored by the frozen critic, then the clip loss;
         plus, with `awr_weight`, the advantage-weighted regression on the dataset `action`s.
 
-        `noise` (B, A) is standard normal: the action is pi_old's mean + std * noise. Both terms
-        share one pass of the actor and of V(s); only Q runs once per set of actions.
+        `noise` (B, A) is standard normal: the action is pi_old's mean + std * noise. Fixed
+        during the step (`fixed`): pi_old's mean `old_mean` (B, A), the critic's `v` = V(s) and
+        `q_data` = min Q(s, action), (B,). One actor pass serves both terms.
         """
         cfg = self.config
         with torch.no_grad():
-            d_old = self.accepted.dist(obs)
-            a = d_old.mean + d_old.std * noise  # (B, A)
+            d_old = self.accepted.around(old_mean)
+            a = old_mean + d_old.std * noise  # (B, A)
             logp_old = d_old.log_prob(a)
-            v = self.critic.v(obs)  # (B,)
             adv = self.critic.q_value(obs, a) - v
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         d = self.actor.dist(obs)
         loss, metrics = ppo_clip_loss(d.log_prob(a), logp_old, adv, cfg.clip)
         if cfg.awr_weight > 0:
-            with torch.no_grad():
-                adv_data = self.critic.q_value(obs, action) - v  # (B,)
-            awr, m = awr_loss(d.log_prob(action), adv_data, cfg.awr_beta, cfg.awr_max_weight)
+            awr, m = awr_loss(d.log_prob(action), q_data - v, cfg.awr_beta, cfg.awr_max_weight)
             loss = loss + cfg.awr_weight * awr
             metrics = {**metrics, **m, "awr_loss": awr.detach()}
         return loss, metrics
+
+    @torch.no_grad()
+    def fixed(
+        self, obs: Mapping[str, torch.Tensor], action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What a step takes as given at these transitions: pi_old's mean, V(s), min Q(s, a)."""
+        return self.accepted.dist(obs).mean, self.critic.v(obs), self.critic.q_value(obs, action)
+
+    def _lookup(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.rows is None or "row" not in batch:
+            return self.fixed(batch["obs"], batch["action"])
+        with torch.no_grad():
+            if self._critic_table is None:  # once per critic
+                vq = [(self.critic.v(c["obs"]), self.critic.q_value(c["obs"], c["action"])) for c in self.rows.in_order()]  # fmt: skip
+                self._critic_table = torch.cat([v for v, _ in vq]), torch.cat([q for _, q in vq])
+            if self._old_mean is None:  # once per acceptance
+                self._old_mean = torch.cat([self.accepted.dist(c["obs"]).mean for c in self.rows.in_order()])  # fmt: skip
+        row = batch["row"]
+        v, q = self._critic_table
+        return self._old_mean.index_select(0, row), v.index_select(0, row), q.index_select(0, row)
+
+    def reevaluate(self) -> None:
+        """Forget the per-row values: the next update recomputes them. For a critic changed
+        after this improver's first update (the retrain never does: it fits, then freezes)."""
+        self._critic_table = self._old_mean = None
 
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
         self.step.lr = cfg.lr * max(0.0, 1.0 - self.step.steps / cfg.steps)  # linear decay to 0
         # the noise is drawn here, outside a compiled step: same random stream either way
-        loss, metrics = self.step(batch["obs"], batch["action"], torch.randn_like(batch["action"]))
+        noise = torch.randn_like(batch["action"])
+        loss, metrics = self.step(batch["obs"], batch["action"], noise, *self._lookup(batch))
         return scalars({"loss": loss, **metrics})
 
     def accept(self) -> None:
-        """The candidate becomes pi_old."""
+        """The candidate becomes pi_old (its means per row are recomputed at the next update)."""
         self.accepted.load_state_dict(self.actor.state_dict())
+        self._old_mean = None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -245,6 +291,7 @@ class MultiStepImprover:
         self.actor.load_state_dict(state["actor"])
         self.accepted.load_state_dict(state["accepted"])
         self.step.load_state_dict(state["opt"])
+        self.reevaluate()
 
     def config_json(self) -> dict[str, Any]:
         return asdict(self.config)

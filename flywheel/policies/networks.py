@@ -171,12 +171,14 @@ class GaussianActor(nn.Module):
         if self.spec.squash:
             mu, log_std = out.chunk(2, dim=-1)
             log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        else:
-            mu, log_std = (
-                torch.tanh(out),
-                self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(out),
-            )
-        return DiagGaussian(mu, log_std)
+            return DiagGaussian(mu, log_std)
+        return self.around(torch.tanh(out))
+
+    def around(self, mean: torch.Tensor) -> DiagGaussian:
+        """The unsquashed policy's distribution at a state where its mean is `mean` (B, A): its
+        sigma does not depend on the state, so a table of means is a table of distributions."""
+        assert not self.spec.squash, "a squashed policy's sigma depends on the state"
+        return DiagGaussian(mean, self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).expand_as(mean))
 
     def log_prob(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
         """(B,) log pi(a|s) of given actions (unsquashed policies only: BC, PPO)."""

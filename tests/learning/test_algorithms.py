@@ -238,7 +238,7 @@ def test_the_improvement_loss_is_the_clip_term_plus_the_weighted_awr_term(tiny_c
     cfg = MultiStepConfig(awr_weight=0.3, awr_beta=2.0)
     imp = MultiStepImprover(GaussianActor(spec, norm), IQLCritic(spec, norm), cfg)
     obs, action, noise = batch["obs"], batch["action"], torch.randn_like(batch["action"])
-    got, metrics = imp.losses(obs, action, noise)
+    got, metrics = imp.losses(obs, action, noise, *imp.fixed(obs, action))
     with torch.no_grad():
         d_old = imp.accepted.dist(obs)
         a = d_old.mean + d_old.std * noise
@@ -248,6 +248,35 @@ def test_the_improvement_loss_is_the_clip_term_plus_the_weighted_awr_term(tiny_c
         awr, _ = awr_loss(imp.actor.log_prob(obs, action), imp.critic.advantage(obs, action), 2.0, cfg.awr_max_weight)  # fmt: skip
     assert got.item() == pytest.approx((clip + 0.3 * awr).item(), rel=1e-5)
     assert metrics["awr_loss"].item() == pytest.approx(awr.item(), rel=1e-5)
+
+
+def test_the_improvement_looks_up_per_row_what_it_would_compute_per_batch(tiny_cache):
+    """Given the snapshot's rows, V(s), Q(s, a_data) and pi_old's mean come from tables made
+    once (pi_old's again after each acceptance): the same steps as computing them per batch."""
+    spec, src = _spec(tiny_cache), OfflineSource(tiny_cache, seed=0)
+    norm = _norm(tiny_cache, spec)
+    torch.manual_seed(0)
+    actor, critic = GaussianActor(spec, norm), IQLCritic(spec, norm)
+    for _ in range(20):  # a critic that is not at its initialisation
+        critic.update(src.sample(64))
+    cfg = MultiStepConfig(lr=3e-3, awr_weight=0.5)
+    looked_up = MultiStepImprover(actor, critic, cfg, rows=src)
+    computed = MultiStepImprover(actor, critic, cfg)
+    for step in range(12):
+        batch = src.sample(64)
+        assert batch["row"].max() < tiny_cache.num_steps
+        got = {}
+        for name, imp in (("looked_up", looked_up), ("computed", computed)):
+            torch.manual_seed(step)  # the same noise for both
+            got[name] = imp.update(batch)
+            if step in (3, 7):
+                imp.accept()
+        assert got["looked_up"] == pytest.approx(got["computed"], rel=1e-4, abs=1e-6)
+    for a, b in zip(looked_up.actor.parameters(), computed.actor.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert looked_up._old_mean is not None and len(looked_up._old_mean) == tiny_cache.num_steps
+    fresh = torch.cat([looked_up.accepted.dist(c["obs"]).mean for c in src.in_order(chunk=50)])
+    torch.testing.assert_close(looked_up._old_mean, fresh)  # the last acceptance's pi_old
 
 
 def test_the_improvement_refuses_a_squashed_actor(tiny_cache):
