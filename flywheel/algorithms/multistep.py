@@ -178,13 +178,13 @@ def decide(
 class MultiStepImprover:
     """PPO-clip improvement of an actor against pi_old with a frozen critic's advantages.
 
-    Given the snapshot's `data`, what the step takes as fixed is looked up per transition
-    (`row`), not recomputed per batch: the frozen critic's V(s) and min Q(s, a) of the data's
-    action are evaluated once over the whole snapshot (evaluate once, literally), pi_old's mean
-    once per acceptance. That leaves one actor pass and one Q pass (on pi_old's sampled
+    Given the snapshot's `rows` (its source), what a step takes as fixed is looked up per
+    transition (`row`), not recomputed per batch: the frozen critic's V(s) and min Q(s, a) of
+    the data's action are evaluated once over the whole snapshot (evaluate once, literally),
+    pi_old's mean once per acceptance. That leaves one actor pass and one Q pass (on pi_old's sampled
     actions) per step, 5 of the 9 network passes; a pass over every row costs what ~N / B steps'
     passes cost, so it pays while the snapshot has fewer transitions than the steps draw.
-    Without `data`, or for a batch without `row`, the same values are computed on the batch.
+    Without `rows`, or for a batch without `row`, the same values are computed on the batch.
     """
 
     name = "multistep"
