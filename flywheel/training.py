@@ -253,7 +253,11 @@ class OfflineRun:
         return self._finish(actor)
 
     def _improver(self, actor: GaussianActor) -> MultiStepImprover:
-        return MultiStepImprover(actor, self.iql, self.cfg.multistep, rows=self.source, compile=self.cfg.runtime.compile)  # fmt: skip
+        """Per-row tables of what the step holds fixed (`MultiStepImprover`) cost a pass over
+        every transition; they pay while the steps draw more transitions than there are."""
+        cfg = self.cfg
+        tables = self.cache.num_steps <= cfg.multistep.steps * cfg.batch_size
+        return MultiStepImprover(actor, self.iql, cfg.multistep, rows=self.source if tables else None, compile=cfg.runtime.compile)  # fmt: skip
 
     def _bc_actor(self) -> GaussianActor:
         """Best ensemble member on a fixed batch (its own RNG: resuming must not shift others)."""
