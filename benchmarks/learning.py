@@ -97,13 +97,13 @@ def offline_speed(quick: bool, tmp: Path) -> None:
 
         def iql_based():
             """What one step of the retrain costs: critic + policy improvement. The improver's
-            per-row tables are paid for in the timing, at more than the retrain's rate: the
-            critic's every 1000 steps (the retrain: once), pi_old's every `gate_every` (the
-            retrain: once per acceptance)."""
+            per-row tables are paid for in the timing: the critic's once per timed block of
+            `steps` (the retrain: once per run), pi_old's every `gate_every` steps (the
+            retrain's most: every generation accepted)."""
             iql.update(src.sample(256))
             imp.update(src.sample(256))
             n = next(calls)
-            if n % 1000 == 0:
+            if n % steps == 0:
                 imp.reevaluate()
             elif n % imp.config.gate_every == 0:
                 imp.accept()

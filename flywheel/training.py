@@ -253,10 +253,13 @@ class OfflineRun:
         return self._finish(actor)
 
     def _improver(self, actor: GaussianActor) -> MultiStepImprover:
-        """Per-row tables of what the step holds fixed (`MultiStepImprover`) cost a pass over
-        every transition; they pay while the steps draw more transitions than there are."""
-        cfg = self.cfg
-        tables = self.cache.num_steps <= cfg.multistep.steps * cfg.batch_size
+        """Per-row tables of what the step holds fixed (`MultiStepImprover`) only where they
+        pay, counted in network passes over one transition: a batch computes pi_old's mean, V
+        and the double Q (4) on each of its rows, every step; the tables cost 3 per transition
+        for the critic, once, and 1 for pi_old at the start and after each acceptance (at most
+        one per generation)."""
+        cfg, ms = self.cfg, self.cfg.multistep
+        tables = self.cache.num_steps * (4 + ms.steps // ms.gate_every) <= 4 * ms.steps * cfg.batch_size  # fmt: skip
         return MultiStepImprover(actor, self.iql, cfg.multistep, rows=self.source if tables else None, compile=cfg.runtime.compile)  # fmt: skip
 
     def _bc_actor(self) -> GaussianActor:

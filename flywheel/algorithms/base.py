@@ -134,10 +134,12 @@ class OfflineSource:
         batch.update(rewards=rewards, steps=torch.from_numpy(m).float().to(self.device), row=row)
         return batch
 
-    def in_order(self, chunk: int = 4096) -> Iterator[Batch]:
+    def in_order(self, chunk: int | None = None) -> Iterator[Batch]:
         """Every transition once, in `row` order, `chunk` at a time: `obs` and `action`, for
-        evaluating a frozen network on the whole snapshot (one pass, not one per batch)."""
+        evaluating a frozen network on the whole snapshot (one pass, not one per batch). By
+        default 4,096 low-dim rows, or 256 with camera frames (their encoder's activations)."""
         n = self.cache.num_steps
+        chunk = chunk or (256 if self.cache.images else 4096)
         for start in range(0, n, chunk):
             j = torch.arange(start, min(start + chunk, n))
             o = torch.from_numpy(self._sampler.obs_rows(j.numpy()))

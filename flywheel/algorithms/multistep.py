@@ -185,6 +185,7 @@ class MultiStepImprover:
     actions) per step, 5 of the 9 network passes; a pass over every row costs what ~N / B steps'
     passes cost, so it pays while the snapshot has fewer transitions than the steps draw.
     Without `rows`, or for a batch without `row`, the same values are computed on the batch.
+    A batch's `row` must index `rows`' snapshot: feed it batches from `rows` itself.
     """
 
     name = "multistep"

@@ -186,18 +186,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, kill_at):
 
 
 def test_the_improver_tables_what_it_holds_fixed_when_the_steps_draw_more_than_the_snapshot(tmp_path):  # fmt: skip
-    """Per-row tables cost a pass over every transition (camera frames too): the run builds
-    them when its steps draw more transitions than the snapshot holds, not otherwise."""
+    """Per-row tables cost passes over every transition (camera frames too), pi_old's again
+    after each acceptance: the run builds them where its steps would cost more, not otherwise."""
     c = Corpus.create(tmp_path / "img.zarr")
     for s in range(4):
         c.append(synthetic_episode(s, length=12, cameras=("front",), image_size=32))
     run = OfflineRun(c, _cfg(cameras=("front",)), home=tmp_path / "h")
     imp = run._improver(run.bc.actors[0])
-    assert imp.rows is run.source  # 120 steps x 64 > 48 transitions
+    assert imp.rows is run.source  # 48 x (4 + 3 generations) < 4 x 120 steps x 64
     imp.update(run.source.sample(16))
     assert imp._old_mean is not None and len(imp._old_mean) == run.cache.num_steps == 48
     few = OfflineRun(c, _cfg(batch_size=8, multistep=MultiStepConfig(steps=5, gate_every=5)), home=tmp_path / "f")  # fmt: skip
-    assert few._improver(few.bc.actors[0]).rows is None  # 5 x 8 < 48
+    assert few._improver(few.bc.actors[0]).rows is None  # 48 x (4 + 1) > 4 x 5 x 8
 
 
 def test_image_policy_trains_on_a_tiny_image_corpus(tmp_path):
