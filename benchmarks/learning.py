@@ -93,7 +93,6 @@ def offline_speed(quick: bool, tmp: Path) -> None:
         bc = BC(spec, norm, compile=compile)
         iql = IQLCritic(spec, norm, IQLConfig(layer_norm=False), compile=compile)
         imp = MultiStepImprover(GaussianActor(spec, norm), iql, rows=src, compile=compile)
-        calls = iter(range(1, 1 << 62))
 
         def iql_based():
             """What one step of the retrain costs: critic + policy improvement. The improver's
@@ -102,7 +101,7 @@ def offline_speed(quick: bool, tmp: Path) -> None:
             retrain's most: every generation accepted)."""
             iql.update(src.sample(256))
             imp.update(src.sample(256))
-            n = next(calls)
+            n = imp.step.steps  # updates so far, this one included
             if n % steps == 0:
                 imp.reevaluate()
             elif n % imp.config.gate_every == 0:

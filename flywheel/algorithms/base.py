@@ -121,12 +121,13 @@ class OfflineSource:
         j = self._sampler.indices()
         o = torch.from_numpy(self._sampler.obs_rows(j))
         take = lambda t, i: t.index_select(0, i).to(self.device)  # noqa: E731
-        row = torch.from_numpy(j).to(self.device)
+        jt = torch.from_numpy(j)
+        row = jt.to(self.device)
         if self.n_step == 1:
-            return {**gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take), "row": row}  # fmt: skip
+            return {**gather_transitions(self._rows, self._steps, jt, o, take), "row": row}
         # steps j .. j + m - 1 of one episode: contiguous rows here
         m = np.minimum(self.n_step, self._left[j])
-        batch = gather_transitions(self._rows, self._steps, torch.from_numpy(j), o, take, torch.from_numpy(j + m - 1))  # fmt: skip
+        batch = gather_transitions(self._rows, self._steps, jt, o, take, torch.from_numpy(j + m - 1))  # fmt: skip
         k = np.arange(self.n_step)
         idx = torch.from_numpy(j[:, None] + np.minimum(k, m[:, None] - 1))
         valid = torch.from_numpy(k < m[:, None]).float().to(self.device)

@@ -181,9 +181,9 @@ class MultiStepImprover:
     Given the snapshot's `rows` (its source), what a step takes as fixed is looked up per
     transition (`row`), not recomputed per batch: the frozen critic's V(s) and min Q(s, a) of
     the data's action are evaluated once over the whole snapshot (evaluate once, literally),
-    pi_old's mean once per acceptance. That leaves one actor pass and one Q pass (on pi_old's sampled
-    actions) per step, 5 of the 9 network passes; a pass over every row costs what ~N / B steps'
-    passes cost, so it pays while the snapshot has fewer transitions than the steps draw.
+    pi_old's mean once per acceptance. That leaves one actor pass and one Q pass (on pi_old's
+    sampled actions) per step, 5 of the 9 network passes; a table costs a pass over every row,
+    so it pays only for snapshots small beside what the steps draw (`OfflineRun._improver`).
     Without `rows`, or for a batch without `row`, the same values are computed on the batch.
     A batch's `row` must index `rows`' snapshot: feed it batches from `rows` itself.
     """
@@ -248,17 +248,23 @@ class MultiStepImprover:
         self, obs: Mapping[str, torch.Tensor], action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What a step takes as given at these transitions: pi_old's mean, V(s), min Q(s, a)."""
-        return self.accepted.dist(obs).mean, self.critic.v(obs), self.critic.q_value(obs, action)
+        return self._old_means(obs), *self._critic_values(obs, action)
+
+    def _old_means(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.accepted.dist(obs).mean
+
+    def _critic_values(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        return self.critic.v(obs), self.critic.q_value(obs, action)
 
     def _lookup(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.rows is None or "row" not in batch:
             return self.fixed(batch["obs"], batch["action"])
         with torch.no_grad():
             if self._critic_table is None:  # once per critic
-                vq = [(self.critic.v(c["obs"]), self.critic.q_value(c["obs"], c["action"])) for c in self.rows.in_order()]  # fmt: skip
+                vq = [self._critic_values(c["obs"], c["action"]) for c in self.rows.in_order()]
                 self._critic_table = torch.cat([v for v, _ in vq]), torch.cat([q for _, q in vq])
             if self._old_mean is None:  # once per acceptance
-                self._old_mean = torch.cat([self.accepted.dist(c["obs"]).mean for c in self.rows.in_order()])  # fmt: skip
+                self._old_mean = torch.cat([self._old_means(c["obs"]) for c in self.rows.in_order()])  # fmt: skip
         row = batch["row"]
         v, q = self._critic_table
         return self._old_mean.index_select(0, row), v.index_select(0, row), q.index_select(0, row)
