@@ -173,7 +173,12 @@ def online_speed(quick: bool, tmp: Path) -> None:
     """Our PPO (envs in one worker process per core, as `refine` runs long budgets) vs SB3 PPO
     with its default in-process DummyVecEnv and with SubprocVecEnv (its multi-process option).
 
-    The three runs alternate, `reps` times per env, and the figures are medians: this machine's
+    On Hopper ours steps `sim.hopper.HopperV5`, the same MDP as Gymnasium's Hopper-v5 written
+    batched (what `flywheel refine --env Hopper-v5` uses), and SB3 steps Gymnasium's env, as
+    its users do; ours on Gymnasium's envs (`eager_gymnasium`) and SB3 on ours (`sb3_batched`,
+    through a VecEnv adapter) are timed too, so the learner and the env's share are both seen.
+
+    The runs alternate, `reps` times per env, and the figures are medians: this machine's
     speed drifts by tens of percent from minute to minute, so back-to-back blocks of one
     learner and then the other would measure the drift. `ratio_median` is the median of the
     per-repeat ratios (each pair ran a minute apart at most). Ours runs eager (the default)
@@ -184,30 +189,40 @@ def online_speed(quick: bool, tmp: Path) -> None:
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     import sim
+    from benchmarks.peers.sb3_vec import BatchedVecEnv
+    from sim.hopper import HopperV5
 
     torch.set_num_threads(1)
     steps, reps = (8192, 3) if quick else (40_960, 3)
     n_envs, rollout, epochs, mb = 8, 256, 5, 256
     workers = cores() - 1  # beside the learner, which steps a share too
-    envs = {
-        "Hopper-v5": lambda: gym.make("Hopper-v5"),
-        "lift": lambda: gym.make(sim.GYM_IDS["lift"]),
-    }
+    gym_hopper = lambda: gym.make("Hopper-v5")  # noqa: E731
+    lift = lambda: gym.make(sim.GYM_IDS["lift"])  # noqa: E731
+    ours_env = {"Hopper-v5": HopperV5(), "lift": lift}
+    sb3_env = {"Hopper-v5": gym_hopper, "lift": lift}
     ppo = PPOConfig(num_envs=n_envs, rollout_steps=rollout, epochs=epochs, minibatch=mb, critic_warmup=0)  # fmt: skip
     cfg = RefineConfig(algo="ppo", env_steps=steps, eval_episodes=1, check_every=10**9, check_episodes=1,
                        env_workers=workers, ppo=ppo)  # fmt: skip
-    modes = {"eager": cfg, "compiled": replace(cfg, runtime=Runtime(compile=True))}
-    for name, fn in envs.items():
-        bundle = load_bundle(_fresh_bundle(fn(), tmp / f"fresh-{name}"))
+    compiled = replace(cfg, runtime=Runtime(compile=True))
+    for name, fn in ours_env.items():
+        modes = {"eager": (cfg, fn), "compiled": (compiled, fn)}
+        sb3_kinds = {"dummy": (None, sb3_env[name]), "subproc": (SubprocVecEnv, sb3_env[name])}
+        if name == "Hopper-v5":
+            modes["eager_gymnasium"] = (cfg, gym_hopper)
+            sb3_kinds["sb3_batched"] = ("batched", fn)
+        bundle = load_bundle(_fresh_bundle(sb3_env[name](), tmp / f"fresh-{name}"))
         policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
-        runs: dict[str, list[tuple[float, float]]] = {m: [] for m in (*modes, "dummy", "subproc")}
+        runs: dict[str, list[tuple[float, float]]] = {m: [] for m in (*modes, *sb3_kinds)}
         for rep in range(reps):
-            for mode, mode_cfg in modes.items():
+            for mode, (mode_cfg, env_fn) in modes.items():
                 marks: list[tuple[float, int]] = []
-                out = refine(bundle, fn, mode_cfg, out=tmp / f"ppo-{name}-{mode}-{rep}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
+                out = refine(bundle, env_fn, mode_cfg, out=tmp / f"ppo-{name}-{mode}-{rep}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
                 runs[mode].append((out["env_steps_per_s"], _steady(marks)))
-            for kind, vec_cls in (("dummy", None), ("subproc", SubprocVecEnv)):
-                vec = make_vec_env(fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
+            for kind, (vec_cls, env_fn) in sb3_kinds.items():
+                if vec_cls == "batched":
+                    vec = BatchedVecEnv(env_fn.batched(n_envs), seed=0)
+                else:
+                    vec = make_vec_env(env_fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
                 model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
                                policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
                 marks = []
@@ -217,16 +232,17 @@ def online_speed(quick: bool, tmp: Path) -> None:
                 vec.close()
         med = statistics.median
         extra = {"env": name, "env_steps": steps, "num_envs": n_envs, "env_workers": workers, "repeats": reps}  # fmt: skip
-        for mode, kind in ((m, k) for m in modes for k in ("dummy", "subproc")):
+        for mode, kind in ((m, k) for m in modes for k in sb3_kinds):
             ours = runs[mode]
             for col, metric in (
                 (1, "ppo_env_steps_per_s_steady"),
                 (0, "ppo_env_steps_per_s_incl_startup"),
             ):
                 ratios = [o[col] / a[col] for o, a in zip(ours, runs[kind], strict=True)]
-                floor = {"floor_ratio_min": 2.0} if col == 1 else {}
+                floor = {"floor_ratio_min": 2.0} if col == 1 and kind == "dummy" and mode != "eager_gymnasium" else {}  # fmt: skip
                 each = {"ours_each": [round(o[col]) for o in ours], "anchor_each": [round(a[col]) for a in runs[kind]]}  # fmt: skip
-                emit(metric, med(o[col] for o in ours), f"sb3-2.9.2-ppo-{kind}vecenv", med(a[col] for a in runs[kind]),
+                anchor = f"sb3-2.9.2-ppo-{kind}vecenv" if kind != "sb3_batched" else "sb3-2.9.2-ppo-on-our-batched-env"  # fmt: skip
+                emit(metric, med(o[col] for o in ours), anchor, med(a[col] for a in runs[kind]),
                      ratio_median=round(med(ratios), 3), mode=mode, **floor, **extra, **each)  # fmt: skip
 
 

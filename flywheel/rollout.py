@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -101,12 +101,64 @@ class EpisodeRecord:
         )
 
 
+class BatchedEnv(Protocol):
+    """N envs behind one step, written batched (e.g. `sim.hopper.HopperBatch`): Python per step
+    once for the batch, not once per env. No autoreset; `EnvPool` resets finished envs."""
+
+    num_envs: int
+
+    def reset_one(self, i: int, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+        """Env i's new episode: (its observation, info)."""
+
+    def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+        """Every env one step: (observations with a leading N axis, rewards, terminated,
+        truncated); a `successes` attribute, if the envs have one, is (N,) bool for this step."""
+
+    def close(self) -> None: ...
+
+
+class GymEnvs:
+    """Single Gymnasium envs as a `BatchedEnv`, stepped one after another."""
+
+    def __init__(self, envs: list[gym.Env]) -> None:
+        self.envs, self.num_envs = envs, len(envs)
+        self.successes = np.zeros(self.num_envs, bool)
+
+    def reset_one(self, i: int, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+        return self.envs[i].reset(seed=seed, options=options)
+
+    def step(self, actions: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        out = [env.step(actions[i]) for i, env in enumerate(self.envs)]
+        obs = [as_dict(o[0]) for o in out]
+        self.successes = np.array([bool(success_of(o[4])) for o in out])
+        return (
+            {k: np.stack([o[k] for o in obs]) for k in obs[0]},
+            np.array([o[1] for o in out], np.float64),
+            np.array([o[2] for o in out], bool),
+            np.array([o[3] for o in out], bool),
+        )
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_envs(env_fns: list[Callable[[], gym.Env]]) -> BatchedEnv:
+    """One batched env when every factory is the same one with a `batched(n)` method (such as
+    `sim.hopper.HopperV5`), else the factories' envs stepped one by one."""
+    first = env_fns[0]
+    if hasattr(first, "batched") and all(f is first for f in env_fns):
+        return first.batched(len(env_fns))
+    return GymEnvs([f() for f in env_fns])
+
+
 class EnvPool:
     """N envs stepped together. Finished envs are reset at once with the next seed.
 
     `step` returns the next observations (a new episode's first one for envs that just
     finished), rewards, terminated, truncated, the final observations of finished envs (for
-    bootstrapping truncated episodes) and the finished EpisodeRecords.
+    bootstrapping truncated episodes) and the finished EpisodeRecords. The envs are one
+    `BatchedEnv` (see `make_envs`). Observation arrays, once returned, are never written to.
     """
 
     def __init__(
@@ -117,55 +169,68 @@ class EnvPool:
         record: bool = True,
         reset_options: Callable[[int], dict | None] | None = None,
     ) -> None:
-        self.envs = [f() for f in env_fns]
-        self.n = len(self.envs)
+        self.envs = make_envs(env_fns)
+        self.n = len(env_fns)
         self.record = record
         self.reset_options = reset_options
         self._next_seed = seed
         self.records: list[EpisodeRecord | None] = [None] * self.n
-        self.obs: list[dict[str, np.ndarray]] = [{}] * self.n
-        for i in range(self.n):
-            self._reset(i)
+        starts = [self._new_episode(i) for i in range(self.n)]
+        self._obs = {k: np.stack([o[k] for o, _, _ in starts]) for k in starts[0][0]}
+        for i, (_, s, info) in enumerate(starts):
+            self._start(i, s, info)
 
-    def _reset(self, i: int) -> None:
+    def _new_episode(self, i: int) -> tuple[dict[str, np.ndarray], int, dict[str, Any]]:
+        """Reset env i with the next seed: (its first observation, the seed, reset info)."""
         seed = self._next_seed
         self._next_seed += 1
         options = self.reset_options(seed) if self.reset_options else None
-        obs, info = self.envs[i].reset(seed=seed, options=options)
-        self.obs[i] = as_dict(obs)
+        obs, info = self.envs.reset_one(i, seed=seed, options=options)
+        return as_dict(obs), seed, info
+
+    def _reset(self, i: int) -> None:
+        """Env i's next episode, its first observation written into row i of `_obs`."""
+        obs, seed, info = self._new_episode(i)
+        for k, v in obs.items():
+            self._obs[k][i] = v
+        self._start(i, seed, info)
+
+    def _start(self, i: int, seed: int, info: dict[str, Any]) -> None:
         self.records[i] = EpisodeRecord(seed=seed, reset_info=dict(info))
         if self.record:
-            self.records[i].obs.append(self.obs[i])
+            self.records[i].obs.append({k: v[i].copy() for k, v in self._obs.items()})
 
     def batch(self) -> dict[str, np.ndarray]:
         """Current observations as {key: (N, ...)}."""
-        return {k: np.stack([o[k] for o in self.obs]) for k in self.obs[0]}
+        return dict(self._obs)
 
     def step(self, actions: np.ndarray) -> StepResult:
-        rewards = np.zeros(self.n, np.float32)
-        term = np.zeros(self.n, bool)
-        trunc = np.zeros(self.n, bool)
+        obs, r, term, trunc = self.envs.step(actions)
+        obs = as_dict(obs)
+        rewards = np.asarray(r, np.float32)
+        term, trunc = np.asarray(term, bool), np.asarray(trunc, bool)
+        success = getattr(self.envs, "successes", None)
         final_obs: dict[int, dict[str, np.ndarray]] = {}
         finished: list[EpisodeRecord] = []
-        for i, env in enumerate(self.envs):
-            obs, r, te, tr, info = env.step(actions[i])
-            obs = as_dict(obs)
-            rewards[i], term[i], trunc[i] = r, te, tr
+        for i in range(self.n):
             rec = self.records[i]
             assert rec is not None
             if self.record:
-                rec.obs.append(obs)
+                rec.obs.append({k: v[i] for k, v in obs.items()})
             rec.actions.append(np.asarray(actions[i], dtype=np.float32))
-            rec.rewards.append(float(r))
-            rec.terminated.append(bool(te))
-            rec.truncated.append(bool(tr))
-            rec.success = rec.success or bool(success_of(info))
-            if te or tr:
-                final_obs[i] = obs
-                finished.append(rec)
-                self._reset(i)
-            else:
-                self.obs[i] = obs
+            rec.rewards.append(float(r[i]))
+            rec.terminated.append(bool(term[i]))
+            rec.truncated.append(bool(trunc[i]))
+            rec.success = rec.success or (success is not None and bool(success[i]))
+        ends = np.flatnonzero(term | trunc)
+        if len(ends):  # the returned arrays are the caller's: new episodes' rows go in a copy
+            final_obs = {int(i): {k: v[i] for k, v in obs.items()} for i in ends}
+            finished = [self.records[i] for i in ends]  # type: ignore[misc]
+            self._obs = {k: v.copy() for k, v in obs.items()}
+            for i in ends:
+                self._reset(int(i))
+        else:
+            self._obs = obs
         return self.batch(), rewards, term, trunc, final_obs, finished
 
     def segment(self, behaviour: Behaviour, noise: np.ndarray) -> Segment:
@@ -200,8 +265,7 @@ class EnvPool:
         return Segment(arrays, finished, last_obs=obs)
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        self.envs.close()
 
 
 def check_noise(noise: np.ndarray, n: int, behaviour: Behaviour) -> None:

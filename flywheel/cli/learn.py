@@ -32,7 +32,8 @@ ThreadsOpt = Annotated[int, typer.Option(help="torch CPU threads.")]
 
 
 def env_factory(task: str, env_id: str | None = None, variation: str = "none", cameras: Mapping[str, Sequence[int]] | None = None) -> Callable:  # fmt: skip
-    """A zero-argument env constructor for a sim task (or any Gymnasium id).
+    """A zero-argument env constructor for a sim task (or any Gymnasium id; Hopper-v5 comes
+    as `sim.hopper.HopperV5`, which env pools step batched).
 
     `cameras` ({name: (H, W, C)}, an image policy's `spec.cameras`): the sim renders those
     cameras at that size, so the policy sees what it was trained on.
@@ -43,6 +44,10 @@ def env_factory(task: str, env_id: str | None = None, variation: str = "none", c
     if env_id is not None:
         if cameras:
             raise typer.BadParameter(f"the policy sees cameras {sorted(cameras)}: --env {env_id} cannot render them")  # fmt: skip
+        if env_id == "Hopper-v5":  # the same MDP, written batched: ~1.7x less CPU per step
+            from sim.hopper import HopperV5
+
+            return HopperV5()
         return lambda: gym.make(env_id)
     import sim
 

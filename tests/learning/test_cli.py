@@ -90,3 +90,11 @@ def test_train_refuses_a_bad_improvement_setting_with_its_values(tmp_path):
         assert res.exit_code == 2, res.output
         assert want in res.output, res.output
     assert not (tmp_path / "home" / "runs").exists()  # refused before any work
+
+
+def test_hopper_comes_batched():
+    """`--env Hopper-v5` gets the batched Hopper (same MDP, tests/sim/test_hopper.py)."""
+    from flywheel.cli.learn import env_factory
+    from sim.hopper import HopperV5
+
+    assert isinstance(env_factory("hopper", "Hopper-v5"), HopperV5)
