@@ -158,7 +158,7 @@ class EnvPool:
     `step` returns the next observations (a new episode's first one for envs that just
     finished), rewards, terminated, truncated, the final observations of finished envs (for
     bootstrapping truncated episodes) and the finished EpisodeRecords. The envs are one
-    `BatchedEnv` (see `make_envs`). Observation arrays, once returned, are never written to.
+    `BatchedEnv` (see `make_envs`).
     """
 
     def __init__(
@@ -201,8 +201,9 @@ class EnvPool:
             self.records[i].obs.append({k: v[i].copy() for k, v in self._obs.items()})
 
     def batch(self) -> dict[str, np.ndarray]:
-        """Current observations as {key: (N, ...)}."""
-        return dict(self._obs)
+        """Current observations as {key: (N, ...)}, the caller's own copies (records keep
+        views of the pool's)."""
+        return {k: v.copy() for k, v in self._obs.items()}
 
     def step(self, actions: np.ndarray) -> StepResult:
         obs, r, term, trunc = self.envs.step(actions)
@@ -223,7 +224,7 @@ class EnvPool:
             rec.truncated.append(bool(trunc[i]))
             rec.success = rec.success or (success is not None and bool(success[i]))
         ends = np.flatnonzero(term | trunc)
-        if len(ends):  # the returned arrays are the caller's: new episodes' rows go in a copy
+        if len(ends):  # records and final_obs keep views of `obs`: new episodes go in a copy
             final_obs = {int(i): {k: v[i] for k, v in obs.items()} for i in ends}
             finished = [self.records[i] for i in ends]  # type: ignore[misc]
             self._obs = {k: v.copy() for k, v in obs.items()}

@@ -15,8 +15,8 @@ class BatchedVecEnv(VecEnv):
     step that ends it, its last observation in `infos[i]["terminal_observation"]`."""
 
     def __init__(self, env: Any, seed: int = 0) -> None:
+        self.env = env  # before VecEnv's init, which asks it for its render_mode
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
-        self.env = env
         self._actions: np.ndarray | None = None
         self.seed(seed)
 
