@@ -70,3 +70,25 @@ def test_pool_uses_the_batch_and_matches_single_envs():
     for a, b in zip(done_fast, done_slow, strict=True):
         assert (a.seed, a.rewards, a.terminated, a.truncated) == (b.seed, b.rewards, b.terminated, b.truncated)  # fmt: skip
         np.testing.assert_array_equal(np.stack([o["state"] for o in a.obs]), np.stack([o["state"] for o in b.obs]))  # fmt: skip
+
+
+def test_worker_processes_step_the_batched_hopper_like_gymnasium():
+    """A `ProcessEnvPool` sends the factory to its worker, which builds one batch for its share:
+    the episodes equal Gymnasium's envs stepped in this process, share by share."""
+    from flywheel.workers import SEED_STRIDE, ProcessEnvPool
+
+    gym_env = lambda: gym.make("Hopper-v5")  # noqa: E731
+    pool = ProcessEnvPool([HopperV5()] * 4, workers=1, local_share=True, seed=5)
+    shares = [EnvPool([gym_env] * 2, seed=5), EnvPool([gym_env] * 2, seed=5 + SEED_STRIDE)]
+    rng = np.random.default_rng(2)
+    try:
+        for _ in range(120):
+            a = _actions(rng, 4)
+            got = pool.step(a)
+            want = [p.step(a[2 * i : 2 * i + 2]) for i, p in enumerate(shares)]
+            np.testing.assert_array_equal(got[0]["state"], np.concatenate([w[0]["state"] for w in want]))  # fmt: skip
+            np.testing.assert_array_equal(got[1], np.concatenate([w[1] for w in want]))
+            assert [e.seed for e in got[5]] == [e.seed for w in want for e in w[5]]
+    finally:
+        for p in [pool, *shares]:
+            p.close()
