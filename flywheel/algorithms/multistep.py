@@ -185,7 +185,8 @@ class MultiStepImprover:
     sampled actions) per step, 5 of the 9 network passes; a table costs a pass over every row,
     so it pays only for snapshots small beside what the steps draw (`OfflineRun._improver`).
     Without `rows`, or for a batch without `row`, the same values are computed on the batch.
-    A batch's `row` must index `rows`' snapshot: feed it batches from `rows` itself.
+    A batch's `row` must index `rows`' snapshot (feed it batches from `rows` itself); one from
+    another snapshot is refused, as its actions differ from the rows' own.
     """
 
     name = "multistep"
@@ -208,7 +209,9 @@ class MultiStepImprover:
         self.rows = rows
         self.actor = copy.deepcopy(actor)
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
-        self._critic_table: tuple[torch.Tensor, torch.Tensor] | None = None  # V, Q(s, a_data)
+        self._critic_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = (
+            None  # V, Q(s, a), a: per row
+        )
         self._old_mean: torch.Tensor | None = None  # pi_old's mean per row
         self.step = adam_step(self.losses, [self.actor], cfg.lr, compile=compile, max_norm=cfg.grad_clip)  # fmt: skip
 
@@ -261,12 +264,16 @@ class MultiStepImprover:
             return self.fixed(batch["obs"], batch["action"])
         with torch.no_grad():
             if self._critic_table is None:  # once per critic
-                vq = [self._critic_values(c["obs"], c["action"]) for c in self.rows.in_order()]
-                self._critic_table = torch.cat([v for v, _ in vq]), torch.cat([q for _, q in vq])
+                vqa = [(*self._critic_values(c["obs"], c["action"]), c["action"]) for c in self.rows.in_order()]  # fmt: skip
+                self._critic_table = tuple(torch.cat(col) for col in zip(*vqa, strict=True))  # type: ignore[assignment]
             if self._old_mean is None:  # once per acceptance
                 self._old_mean = torch.cat([self._old_means(c["obs"]) for c in self.rows.in_order()])  # fmt: skip
         row = batch["row"]
-        v, q = self._critic_table
+        v, q, actions = self._critic_table
+        # a batch of another snapshot would silently look up other transitions' values: its
+        # rows' actions must be these (~10 us a step; `scalars` syncs a GPU every step anyway)
+        if int(row.max()) >= len(actions) or not torch.equal(actions.index_select(0, row), batch["action"]):  # fmt: skip
+            raise ValueError("the batch's rows are not from this improver's snapshot (`rows`): feed it batches sampled from `rows`")  # fmt: skip
         return self._old_mean.index_select(0, row), v.index_select(0, row), q.index_select(0, row)
 
     def reevaluate(self) -> None:

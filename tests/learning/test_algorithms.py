@@ -279,6 +279,18 @@ def test_the_improvement_looks_up_per_row_what_it_would_compute_per_batch(tiny_c
     torch.testing.assert_close(looked_up._old_mean, fresh)  # the last acceptance's pi_old
 
 
+def test_the_improvement_refuses_rows_of_another_snapshot(tiny_cache):
+    """Rows numbered by another snapshot would look up other transitions' values: refused."""
+    spec, src = _spec(tiny_cache), OfflineSource(tiny_cache, seed=0)
+    norm = _norm(tiny_cache, spec)
+    imp = MultiStepImprover(GaussianActor(spec, norm), IQLCritic(spec, norm), rows=src)
+    batch = src.sample(64)
+    imp.update(batch)  # its own rows: fine
+    for other in (batch["row"].roll(1), batch["row"] + tiny_cache.num_steps):
+        with pytest.raises(ValueError, match="not from this improver's snapshot"):
+            imp.update({**batch, "row": other})
+
+
 def test_the_improvement_refuses_a_squashed_actor(tiny_cache):
     spec = _spec(tiny_cache)
     squashed = PolicySpec(obs_shapes=spec.obs_shapes, action_dim=spec.action_dim, hidden=(64, 64), squash=True)  # fmt: skip
