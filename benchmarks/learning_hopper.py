@@ -101,7 +101,7 @@ def train_behaviour(steps: int) -> Any:
 def collect(policy: Behaviour, transitions: int, corpus: Corpus) -> dict[str, Any]:
     """Whole episodes from `policy` into the corpus until they hold `transitions` steps."""
     pool = EnvPool([env_fn] * 4, seed=COLLECT_SEED)
-    hz = 1.0 / float(env_fn().unwrapped.dt)
+    hz = 1.0 / env_fn.batched(1).dt
     steps, returns = 0, []
     try:
         while steps < transitions:

@@ -112,7 +112,9 @@ class BatchedEnv(Protocol):
 
     def step(self, actions: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
         """Every env one step: (observations with a leading N axis, rewards, terminated,
-        truncated); a `successes` attribute, if the envs have one, is (N,) bool for this step."""
+        truncated); a `successes` attribute, if the envs have one, is (N,) bool for this step.
+        The observation arrays must be new ones each step, not a reused buffer: the pool hands
+        them to its caller and keeps its final observations."""
 
     def close(self) -> None: ...
 
@@ -216,8 +218,8 @@ class EnvPool:
         for i in range(self.n):
             rec = self.records[i]
             assert rec is not None
-            if self.record:
-                rec.obs.append({k: v[i] for k, v in obs.items()})
+            if self.record:  # a copy: a view would keep all N envs' rows alive with it
+                rec.obs.append({k: v[i].copy() for k, v in obs.items()})
             rec.actions.append(np.asarray(actions[i], dtype=np.float32))
             rec.rewards.append(float(r[i]))
             rec.terminated.append(bool(term[i]))

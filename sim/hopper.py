@@ -74,7 +74,8 @@ class HopperBatch:
         self._qpos = np.zeros((num_envs, self.model.nq))
         self._qvel = np.zeros((num_envs, self.model.nv))
         self._elapsed = np.zeros(num_envs, np.int64)
-        self._rngs: list[np.random.Generator | None] = [None] * num_envs
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs  # None: not reset yet
+        self._closed = False
 
     def reset_one(self, i: int, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
         """Env `i`'s new episode, as `gym.make("Hopper-v5").reset(seed=seed)` would start it:
@@ -94,8 +95,13 @@ class HopperBatch:
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Step every env with its row of `actions` (N, 3): (obs (N, 11), reward (N,),
-        terminated (N,), truncated (N,))."""
+        terminated (N,), truncated (N,)), each a new array."""
         cfg, m = self.config, self.model
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs, m.nu):  # Gymnasium refuses a wrong size too
+            raise ValueError(f"actions must be ({self.num_envs}, {m.nu}), not {actions.shape}")
+        if self._closed or any(r is None for r in self._rngs):
+            raise RuntimeError("step after close, or before every env was reset (reset_one)")
         x_before = self._qpos[:, 0].copy()
         for i, d in enumerate(self.datas):
             d.ctrl[:] = actions[i]
@@ -126,7 +132,7 @@ class HopperBatch:
         )
 
     def close(self) -> None:
-        self.datas = []
+        self._closed = True
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,13 @@ class BatchedVecEnv(VecEnv):
         self.seed(seed)
 
     def reset(self) -> np.ndarray:
-        obs = np.stack([self.env.reset_one(i, seed=self._seeds[i])[0] for i in range(self.num_envs)])  # fmt: skip
+        obs = []
+        for i in range(self.num_envs):
+            o, self.reset_infos[i] = self.env.reset_one(i, seed=self._seeds[i], options=self._options[i] or None)  # fmt: skip
+            obs.append(o)
         self._reset_seeds()
-        return obs
+        self._reset_options()
+        return np.stack(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = actions

@@ -186,7 +186,8 @@ class MultiStepImprover:
     so it pays only for snapshots small beside what the steps draw (`OfflineRun._improver`).
     Without `rows`, or for a batch without `row`, the same values are computed on the batch.
     A batch's `row` must index `rows`' snapshot (feed it batches from `rows` itself); one from
-    another snapshot is refused, as its actions differ from the rows' own.
+    another snapshot is refused where its actions differ from the rows' own (as continuous,
+    noisy actions do; rows that share one action cannot be told apart this way).
     """
 
     name = "multistep"
@@ -272,7 +273,8 @@ class MultiStepImprover:
         v, q, actions = self._critic_table
         # a batch of another snapshot would silently look up other transitions' values: its
         # rows' actions must be these (~10 us a step; `scalars` syncs a GPU every step anyway)
-        if int(row.max()) >= len(actions) or not torch.equal(actions.index_select(0, row), batch["action"]):  # fmt: skip
+        outside = int(row.min()) < 0 or int(row.max()) >= len(actions)
+        if outside or not torch.equal(actions.index_select(0, row), batch["action"]):
             raise ValueError("the batch's rows are not from this improver's snapshot (`rows`): feed it batches sampled from `rows`")  # fmt: skip
         return self._old_mean.index_select(0, row), v.index_select(0, row), q.index_select(0, row)
 

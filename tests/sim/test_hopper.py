@@ -49,6 +49,16 @@ def test_spaces_and_bad_size():
     assert env.single_action_space == gym.make("Hopper-v5").action_space
     with pytest.raises(ValueError, match="num_envs"):
         HopperBatch(0)
+    with pytest.raises(RuntimeError, match="before every env was reset"):
+        env.step(np.zeros((2, 3)))
+    env.reset_one(0, seed=0)
+    env.reset_one(1, seed=1)
+    with pytest.raises(ValueError, match=r"actions must be \(2, 3\), not \(2, 1\)"):
+        env.step(np.ones((2, 1)))  # would broadcast into every actuator
+    env.step(np.zeros((2, 3)))
+    env.close()
+    with pytest.raises(RuntimeError, match="after close"):
+        env.step(np.zeros((2, 3)))
 
 
 def test_pool_uses_the_batch_and_matches_single_envs():
