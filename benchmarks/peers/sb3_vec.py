@@ -44,14 +44,16 @@ class BatchedVecEnv(VecEnv):
     def close(self) -> None:
         self.env.close()
 
+    # The envs are one object: an attribute or method is the batch's, shared by every index.
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         return [getattr(self.env, attr_name)] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        raise NotImplementedError("one batched env: no per-env attributes")
+        setattr(self.env, attr_name, value)
 
     def env_method(self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any) -> list[Any]:  # fmt: skip
-        raise NotImplementedError("one batched env: no per-env methods")
+        """Called once on the batch; its result stands for every index asked."""
+        return [getattr(self.env, method_name)(*args, **kwargs)] * len(self._get_indices(indices))
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))
