@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -206,10 +207,12 @@ def online_speed(quick: bool, tmp: Path) -> None:
     compiled = replace(cfg, runtime=Runtime(compile=True))
     for name, fn in ours_env.items():
         modes = {"eager": (cfg, fn), "compiled": (compiled, fn)}
-        sb3_kinds = {"dummy": (None, sb3_env[name]), "subproc": (SubprocVecEnv, sb3_env[name])}
+        # SB3's vector env for each anchor, and the env factory it steps
+        single = {"dummy": None, "subproc": SubprocVecEnv}
+        sb3_kinds = {k: (partial(make_vec_env, sb3_env[name], n_envs=n_envs, seed=0, vec_env_cls=cls), sb3_env[name]) for k, cls in single.items()}  # fmt: skip
         if name == "Hopper-v5":
             modes["eager_gymnasium"] = (cfg, gym_hopper)
-            sb3_kinds["sb3_batched"] = ("batched", fn)
+            sb3_kinds["sb3_batched"] = (lambda f=fn: BatchedVecEnv(f.batched(n_envs), seed=0), fn)
         bundle = load_bundle(_fresh_bundle(sb3_env[name](), tmp / f"fresh-{name}"))
         policy = "MultiInputPolicy" if name == "lift" else "MlpPolicy"
         runs: dict[str, list[tuple[float, float]]] = {m: [] for m in (*modes, *sb3_kinds)}
@@ -218,11 +221,8 @@ def online_speed(quick: bool, tmp: Path) -> None:
                 marks: list[tuple[float, int]] = []
                 out = refine(bundle, env_fn, mode_cfg, out=tmp / f"ppo-{name}-{mode}-{rep}", progress=lambda d, t, m=marks: m.append((time.perf_counter(), d)))  # fmt: skip
                 runs[mode].append((out["env_steps_per_s"], _steady(marks)))
-            for kind, (vec_cls, env_fn) in sb3_kinds.items():
-                if vec_cls == "batched":
-                    vec = BatchedVecEnv(env_fn.batched(n_envs), seed=0)
-                else:
-                    vec = make_vec_env(env_fn, n_envs=n_envs, seed=0, vec_env_cls=vec_cls)
+            for kind, (make_vec, _) in sb3_kinds.items():
+                vec = make_vec()
                 model = SB3PPO(policy, vec, n_steps=rollout, batch_size=mb, n_epochs=epochs, device="cpu", seed=0,
                                policy_kwargs={"net_arch": [256, 256]}, verbose=0)  # fmt: skip
                 marks = []

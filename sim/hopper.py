@@ -50,6 +50,12 @@ def model_path() -> Path:
     return Path(gm.__file__).parent / "assets" / "hopper.xml"
 
 
+def _observe(qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    """Hopper-v5's observation of one env (1-D) or a batch (2-D): qpos without x, then qvel
+    clipped to [-10, 10]."""
+    return np.concatenate([qpos[..., 1:], np.clip(qvel, -10, 10)], axis=-1)
+
+
 class HopperBatch:
     """`num_envs` Hopper-v5 envs. No autoreset: `step` reports terminated/truncated per env
     and the caller resets finished ones with `reset_one` (`flywheel.rollout.EnvPool` does).
@@ -89,7 +95,7 @@ class HopperBatch:
         d.qvel[:] = self.init_qvel + rng.uniform(low=-s, high=s, size=self.model.nv)
         mujoco.mj_forward(self.model, d)
         self._qpos[i], self._qvel[i], self._elapsed[i] = d.qpos, d.qvel, 0
-        obs = np.concatenate([self._qpos[i, 1:], np.clip(self._qvel[i], -10, 10)])
+        obs = _observe(self._qpos[i], self._qvel[i])
         info = {"x_position": d.qpos[0], "z_distance_from_origin": d.qpos[1] - self.init_qpos[1]}
         return obs, info
 
@@ -113,8 +119,7 @@ class HopperBatch:
         ctrl_cost = cfg.ctrl_cost_weight * np.sum(np.square(actions), axis=1)
         reward = cfg.forward_reward_weight * x_velocity + healthy * cfg.healthy_reward - ctrl_cost
         self._elapsed += 1
-        obs = np.concatenate([qpos[:, 1:], np.clip(qvel, -10, 10)], axis=1)
-        return obs, reward, ~healthy, self._elapsed >= cfg.max_episode_steps
+        return _observe(qpos, qvel), reward, ~healthy, self._elapsed >= cfg.max_episode_steps
 
     def _healthy(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
         """(N,) Hopper-v5's `is_healthy`: every state entry after x and z in the open state

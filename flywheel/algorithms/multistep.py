@@ -210,9 +210,8 @@ class MultiStepImprover:
         self.rows = rows
         self.actor = copy.deepcopy(actor)
         self.accepted = copy.deepcopy(actor).requires_grad_(False)
-        self._critic_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = (
-            None  # V, Q(s, a), a: per row
-        )
+        # per row: V(s), min Q(s, a) and the dataset action a (which checks a batch's rows)
+        self._critic_table: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._old_mean: torch.Tensor | None = None  # pi_old's mean per row
         self.step = adam_step(self.losses, [self.actor], cfg.lr, compile=compile, max_norm=cfg.grad_clip)  # fmt: skip
 
