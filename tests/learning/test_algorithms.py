@@ -332,6 +332,21 @@ def test_gae_matches_hand_computation():
     assert torch.allclose(ret, adv + v)
 
 
+def test_gae_is_bitwise_the_step_by_step_torch_recursion():
+    """`gae` runs its recursion in NumPy for speed; the figures are torch's own, op for op."""
+    g = torch.Generator().manual_seed(0)
+    r, v, nv = (torch.randn(64, 4, generator=g) for _ in range(3))
+    done = (torch.rand(64, 4, generator=g) < 0.1).float()
+    want, last = torch.zeros_like(r), torch.zeros(4)
+    for t in reversed(range(64)):
+        not_done = 1.0 - done[t]
+        delta = r[t] + 0.99 * nv[t] * not_done - v[t]
+        last = delta + 0.99 * 0.95 * not_done * last
+        want[t] = last
+    adv, ret = gae(r, v, nv, done, gamma=0.99, lam=0.95)
+    assert adv.dtype == torch.float32 and torch.equal(adv, want) and torch.equal(ret, want + v)
+
+
 def _sim(wins: list[int], returns: list[float] | None = None) -> dict[str, list[float]]:
     return {"success": [float(w) for w in wins], "return": returns or [float(w) for w in wins]}
 
