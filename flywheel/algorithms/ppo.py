@@ -84,7 +84,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, 
     decay = gamma * lam * not_done
     adv = np.empty_like(delta)
     last = np.zeros_like(delta[0])
-    for t in range(len(delta) - 1, -1, -1):
+    for t in reversed(range(len(delta))):
         last = delta[t] + decay[t] * last
         adv[t] = last
     a = torch.from_numpy(adv)
